@@ -1,0 +1,254 @@
+//! libufence.so: the C ABI of ufence for `LD_PRELOAD`.
+//!
+//! Exports the whole malloc family. Each entry point does the sampling check (a thread-local
+//! decrement and a branch) and otherwise forwards to glibc's own allocator through its
+//! `__libc_*` entry points, which never come back here. Sampled requests are served from the
+//! guarded pool by the `ufence` crate. Semantics (return values, `errno`, edge cases) are
+//! glibc's: the sampled path only takes requests it can serve exactly as glibc would, and leaves
+//! everything unusual (bad alignments, size 0, huge sizes) to glibc.
+//!
+//! The crate is built with `panic = "abort"`, and nothing here can panic: no unwinding ever
+//! crosses the C ABI.
+
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicUsize, Ordering};
+use ufence_core as uf;
+
+extern "C" {
+    fn __libc_malloc(size: usize) -> *mut c_void;
+    fn __libc_free(p: *mut c_void);
+    fn __libc_calloc(n: usize, size: usize) -> *mut c_void;
+    fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void;
+    fn __libc_memalign(align: usize, size: usize) -> *mut c_void;
+    fn __libc_valloc(size: usize) -> *mut c_void;
+    fn __libc_pvalloc(size: usize) -> *mut c_void;
+}
+
+static DEFAULTS: uf::Options = uf::Options::DEFAULT;
+
+/// The alignment malloc promises for `size` bytes: enough for any type that fits (C17 7.22.3),
+/// i.e. the largest power of two not above `size`, capped at 16 (glibc's MALLOC_ALIGNMENT).
+/// Placing small objects no more aligned than that lets the right guard page sit right after
+/// the last byte for more sizes.
+#[inline]
+fn natural_align(size: usize) -> usize {
+    if size >= 16 {
+        16
+    } else if size == 0 {
+        1
+    } else {
+        1 << (usize::BITS - 1 - size.leading_zeros())
+    }
+}
+
+/// Tries the pool for a sampled request; null means "not sampled, use glibc".
+#[inline(always)]
+fn sampled(size: usize, align: usize) -> *mut c_void {
+    if uf::sample_tick() {
+        uf::alloc_slow(size, align, &DEFAULTS).cast()
+    } else {
+        core::ptr::null_mut()
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn malloc(size: usize) -> *mut c_void {
+    let p = sampled(size, natural_align(size));
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: glibc's malloc accepts any size.
+    unsafe { __libc_malloc(size) }
+}
+
+#[no_mangle]
+pub extern "C" fn free(p: *mut c_void) {
+    if uf::owns(p.cast()) {
+        let e = uf::sys::errno();
+        uf::free_slow(p.cast());
+        uf::sys::set_errno(e);
+    } else {
+        // SAFETY: not a pool pointer, so it is glibc's (or null, which glibc accepts).
+        unsafe { __libc_free(p) }
+    }
+}
+
+/// glibc's `cfree`, an old alias of `free` some programs still call.
+#[no_mangle]
+pub extern "C" fn cfree(p: *mut c_void) {
+    free(p)
+}
+
+#[no_mangle]
+pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
+    if let Some(total) = n.checked_mul(size) {
+        let p = sampled(total, natural_align(total));
+        if !p.is_null() {
+            // SAFETY: p is a fresh pool object of `total` writable bytes.
+            unsafe { core::ptr::write_bytes(p.cast::<u8>(), 0, total) };
+            return p;
+        }
+    }
+    // SAFETY: glibc's calloc checks the overflow itself and sets ENOMEM.
+    unsafe { __libc_calloc(n, size) }
+}
+
+#[no_mangle]
+pub extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
+    if p.is_null() {
+        return malloc(size);
+    }
+    if uf::owns(p.cast()) {
+        if size == 0 {
+            // glibc frees and returns NULL for realloc(p, 0).
+            free(p);
+            return core::ptr::null_mut();
+        }
+        let Some(old) = uf::object_size(p.cast()) else {
+            // Not a live object: let free() report the double or invalid free. In continue
+            // mode the program gets fresh memory, as if the bad pointer had been NULL.
+            free(p);
+            return malloc(size);
+        };
+        // A sampled object always moves, so the old address is a use-after-free trap.
+        let new = malloc(size);
+        if !new.is_null() {
+            // SAFETY: both objects are live and at least min(old, size) bytes long.
+            unsafe { core::ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast(), old.min(size)) };
+            free(p);
+        }
+        return new;
+    }
+    if size != 0 {
+        let new = sampled(size, natural_align(size));
+        if !new.is_null() {
+            // SAFETY: p is a live glibc chunk of at least its usable size; new has `size` bytes.
+            unsafe {
+                let old = glibc_usable_size(p);
+                core::ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast(), old.min(size));
+                __libc_free(p);
+            }
+            return new;
+        }
+    }
+    // SAFETY: p is glibc's.
+    unsafe { __libc_realloc(p, size) }
+}
+
+#[no_mangle]
+pub extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
+    match n.checked_mul(size) {
+        Some(total) => realloc(p, total),
+        None => {
+            uf::sys::set_errno(libc::ENOMEM);
+            core::ptr::null_mut()
+        }
+    }
+}
+
+#[inline]
+fn valid_power_of_two(align: usize) -> bool {
+    align != 0 && align & (align - 1) == 0
+}
+
+#[no_mangle]
+pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    if valid_power_of_two(align) {
+        let p = sampled(size, align.max(natural_align(size)));
+        if !p.is_null() {
+            return p;
+        }
+    }
+    // SAFETY: glibc handles odd alignments (rounds up) and sets errno.
+    unsafe { __libc_memalign(align, size) }
+}
+
+#[no_mangle]
+pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    memalign(align, size)
+}
+
+#[no_mangle]
+pub extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 {
+    let word = core::mem::size_of::<usize>();
+    if align % word != 0 || !valid_power_of_two(align / word) {
+        return libc::EINVAL;
+    }
+    let e = uf::sys::errno();
+    let p = memalign(align, size);
+    uf::sys::set_errno(e);
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: the caller passes a valid out-pointer, as posix_memalign requires.
+    unsafe { *out = p };
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn valloc(size: usize) -> *mut c_void {
+    let page = uf::sys::page_size();
+    let p = sampled(size, page);
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: glibc's valloc accepts any size.
+    unsafe { __libc_valloc(size) }
+}
+
+#[no_mangle]
+pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
+    let page = uf::sys::page_size();
+    if let Some(rounded) = size.max(1).checked_next_multiple_of(page) {
+        let p = sampled(rounded, page);
+        if !p.is_null() {
+            return p;
+        }
+    }
+    // SAFETY: glibc's pvalloc accepts any size.
+    unsafe { __libc_pvalloc(size) }
+}
+
+#[no_mangle]
+pub extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    if uf::owns(p.cast()) {
+        // The requested size, so that a program filling its usable size stays in bounds.
+        return uf::object_size(p.cast()).unwrap_or(0);
+    }
+    // SAFETY: p is glibc's.
+    unsafe { glibc_usable_size(p) }
+}
+
+/// glibc's `malloc_usable_size`, found behind ours with `dlsym(RTLD_NEXT)` on first use.
+unsafe fn glibc_usable_size(p: *mut c_void) -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let mut f = NEXT.load(Ordering::Relaxed);
+    if f == 0 {
+        // SAFETY: dlsym with a NUL-terminated name. It may allocate (through our malloc, which
+        // is not re-entered here) and returns glibc's function.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) } as usize;
+        NEXT.store(f, Ordering::Relaxed);
+    }
+    if f == 0 {
+        return 0;
+    }
+    // SAFETY: f is glibc's malloc_usable_size, whose signature this is.
+    unsafe {
+        let f: unsafe extern "C" fn(*mut c_void) -> usize = core::mem::transmute(f);
+        f(p)
+    }
+}
+
+/// Marks the process as running under the preload (so reports cut this library's frames) and
+/// starts ufence early, before `main`, so that option warnings come first.
+extern "C" fn on_load() {
+    uf::mark_preload();
+    uf::start(&DEFAULTS);
+}
+
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;

@@ -1,0 +1,328 @@
+//! The detector's process-wide state and its slow paths: start-up, a sampled allocation, the
+//! free of a pool object (with the errors found there), and reporting.
+
+use crate::options::{self, OnError, Options};
+use crate::pool::{Pool, Record, SpinLock, ALLOCATED, FREED, FREEING, UNUSED};
+use crate::report::{self, Error, Kind};
+use crate::sampler::{self, Verdict, KNOBS};
+use crate::stack;
+use crate::stats::Counters;
+use crate::{fault, sys};
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+
+const UNINIT: u8 = 0;
+const STARTING: u8 = 1;
+const READY: u8 = 2;
+const OFF: u8 = 3;
+
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+/// The pool's range, duplicated here so that `owns` is two loads, a subtraction and a branch.
+static POOL_BASE: AtomicUsize = AtomicUsize::new(0);
+static POOL_LEN: AtomicUsize = AtomicUsize::new(0);
+static START_NS: AtomicU64 = AtomicU64::new(0);
+static ABORT_ON_ERROR: AtomicBool = AtomicBool::new(false);
+static PRELOAD: AtomicBool = AtomicBool::new(false);
+static REPORT_LOCK: SpinLock = SpinLock::new();
+pub(crate) static COUNTERS: Counters = Counters::new();
+
+struct Once<T>(UnsafeCell<MaybeUninit<T>>);
+// SAFETY: written once by the thread that wins STARTING, before READY is published with Release;
+// read only after READY is observed with Acquire.
+unsafe impl<T> Sync for Once<T> {}
+
+static POOL: Once<Pool> = Once(UnsafeCell::new(MaybeUninit::uninit()));
+static OPTIONS: Once<Options> = Once(UnsafeCell::new(MaybeUninit::uninit()));
+
+/// The pool, once ufence has started.
+#[inline]
+pub fn pool() -> Option<&'static Pool> {
+    if STATE.load(Acquire) == READY {
+        // SAFETY: READY is published after POOL is written (see `start`).
+        Some(unsafe { (*POOL.0.get()).assume_init_ref() })
+    } else {
+        None
+    }
+}
+
+/// The options ufence started with (after `UFENCE_OPTIONS` was applied).
+pub fn options_in_force() -> Option<Options> {
+    // SAFETY: as for `pool`.
+    pool().map(|_| unsafe { *(*OPTIONS.0.get()).assume_init_ref() })
+}
+
+/// True if `p` points into the pool: the whole cost of `free` for an unsampled pointer.
+#[inline(always)]
+pub fn owns(p: *const u8) -> bool {
+    (p as usize).wrapping_sub(POOL_BASE.load(Relaxed)) < POOL_LEN.load(Relaxed)
+}
+
+pub fn since_start_ns() -> u64 {
+    sys::now_ns().saturating_sub(START_NS.load(Relaxed))
+}
+
+pub fn mark_preload() {
+    PRELOAD.store(true, Relaxed);
+}
+
+pub fn is_preload() -> bool {
+    PRELOAD.load(Relaxed)
+}
+
+pub fn set_abort_on_error(abort: bool) {
+    ABORT_ON_ERROR.store(abort, Relaxed);
+}
+
+fn warn(msg: &str) {
+    let mut line = crate::fmt::BufWriter::<256>::new();
+    let _ = core::fmt::Write::write_fmt(&mut line, format_args!("ufence: warning: {msg}\n"));
+    sys::write_all(2, line.as_bytes());
+}
+
+/// Starts ufence if nobody has yet. Returns true when the pool is usable. Called with the
+/// thread held (see `sampler::hold`), so allocations made while starting go to the wrapped
+/// allocator; other threads arriving meanwhile are told "not ready" rather than made to wait.
+pub fn ensure_started(defaults: &Options) -> bool {
+    match STATE.compare_exchange(UNINIT, STARTING, Acquire, Acquire) {
+        Ok(_) => start(defaults),
+        Err(s) => s == READY,
+    }
+}
+
+fn start(defaults: &Options) -> bool {
+    START_NS.store(sys::now_ns(), Relaxed);
+    let mut opts = *defaults;
+    options::apply_env(&mut opts);
+    let seed = sys::random_u64();
+    let Some(pool) = Pool::new(opts.num_objects as usize, seed) else {
+        warn("cannot reserve the guarded pool; ufence is disabled, the program runs on");
+        STATE.store(OFF, Release);
+        return false;
+    };
+    // Resolve the loader's lookup now, not first inside a signal handler.
+    let _ = sys::module_of(start as *const () as usize);
+    // SAFETY: only the thread that won STARTING writes these, before publishing READY.
+    unsafe {
+        (*POOL.0.get()).write(pool);
+        (*OPTIONS.0.get()).write(opts);
+    }
+    if !fault::install() {
+        warn("cannot install the fault handler; ufence is disabled, the program runs on");
+        STATE.store(OFF, Release);
+        return false;
+    }
+    ABORT_ON_ERROR.store(opts.on_error == OnError::Abort, Relaxed);
+    KNOBS.load(&opts, seed);
+    sys::at_fork(fork_prepare, fork_parent, fork_child);
+    // SAFETY: just written above.
+    let p = unsafe { (*POOL.0.get()).assume_init_ref() };
+    POOL_BASE.store(p.base, Relaxed);
+    POOL_LEN.store(p.len, Relaxed);
+    STATE.store(READY, Release);
+    true
+}
+
+extern "C" fn fork_prepare() {
+    if let Some(p) = pool() {
+        p.lock.lock();
+    }
+    REPORT_LOCK.lock();
+}
+extern "C" fn fork_parent() {
+    REPORT_LOCK.unlock();
+    if let Some(p) = pool() {
+        p.lock.unlock();
+    }
+}
+extern "C" fn fork_child() {
+    // The child has only the forking thread: nobody else can be inside these sections.
+    REPORT_LOCK.reset();
+    if let Some(p) = pool() {
+        p.lock.reset();
+    }
+}
+
+/// The slow path of an allocation, after `sampler::tick` said so. Returns a pool object, or
+/// null when this allocation is not sampled and must go to the wrapped allocator.
+#[cold]
+#[inline(never)]
+pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
+    sampler::hold();
+    let ready = ensure_started(defaults);
+    let page = sys::page_size();
+    let compatible = size > 0 && size <= page && align <= page;
+    let mut p = core::ptr::null_mut();
+    if sampler::decide(ready, compatible, &COUNTERS) == Verdict::Sample {
+        if let Some(pool) = pool() {
+            p = pool_alloc(pool, size, align.max(1), stack::approx_sp());
+        }
+    }
+    sampler::resume();
+    p
+}
+
+fn pool_alloc(pool: &Pool, size: usize, align: usize, entry_sp: usize) -> *mut u8 {
+    // A full pool is seen without taking the lock: with sample_rate=1 and a pool filled by
+    // long-lived objects, every allocation comes this way.
+    let Some(i) = (pool.free_slots() > 0).then(|| pool.pop()).flatten() else {
+        Counters::bump(&COUNTERS.skipped_capacity);
+        return core::ptr::null_mut();
+    };
+    let page = pool.page_of_slot(i);
+    if !sys::protect(page as *mut u8, pool.page, true) {
+        // Most likely the map-count limit: give the slot back and stop sampling for good.
+        pool.push(i);
+        KNOBS.enabled.store(false, Relaxed);
+        warn("mprotect failed (map-count limit?); sampling is off, the program runs on");
+        return core::ptr::null_mut();
+    }
+    for k in [i, i + 1] {
+        if pool.guard_opened(k).swap(false, AcqRel) {
+            let g = pool.base + 2 * k * pool.page;
+            sys::protect(g as *mut u8, pool.page, false);
+        }
+    }
+    pool.fill_canary(i);
+    let right = sampler::random_bit();
+    let addr = if right {
+        (page + pool.page - size) & !(align - 1)
+    } else {
+        page
+    };
+    // SAFETY: slot i was popped from the FIFO by this thread, which owns it until it publishes
+    // ALLOCATED below.
+    let s = unsafe { pool.slot_mut(i) };
+    s.addr = addr;
+    s.size = size;
+    s.align = align;
+    s.right = right;
+    s.alloc = Record::here(stack::capture(entry_sp));
+    s.free = Record::EMPTY;
+    s.reported.store(false, Relaxed);
+    s.page_opened.store(false, Relaxed);
+    s.state.store(ALLOCATED, Release);
+    Counters::bump(&COUNTERS.allocations);
+    addr as *mut u8
+}
+
+/// Frees a pointer that `owns` said is in the pool. Bad frees are reported and, in continue
+/// mode, ignored; a corrupted object is reported and still released.
+#[cold]
+#[inline(never)]
+pub fn free_slow(p: *mut u8) {
+    let prev = sampler::hold();
+    let entry_sp = stack::approx_sp();
+    if let Some(pool) = pool() {
+        free_in_pool(pool, p as usize, entry_sp);
+    }
+    sampler::release(prev);
+}
+
+fn free_in_pool(pool: &Pool, p: usize, entry_sp: usize) {
+    let i = match pool.place(p) {
+        crate::pool::Place::Object(i) => i,
+        crate::pool::Place::Guard { .. } => {
+            return bad_free(pool, Kind::InvalidFree, p, None, entry_sp);
+        }
+    };
+    let s = pool.slot(i);
+    if p != s.addr || s.state.load(Acquire) == UNUSED {
+        let obj = (s.state.load(Acquire) != UNUSED).then_some(i);
+        return bad_free(pool, Kind::InvalidFree, p, obj, entry_sp);
+    }
+    if let Err(st) = s
+        .state
+        .compare_exchange(ALLOCATED, FREEING, AcqRel, Acquire)
+    {
+        let kind = if st == FREED || st == FREEING {
+            Kind::DoubleFree
+        } else {
+            Kind::InvalidFree
+        };
+        return bad_free(pool, kind, p, Some(i), entry_sp);
+    }
+    // SAFETY: this thread won ALLOCATED -> FREEING and owns the slot until FREED is published.
+    let s = unsafe { pool.slot_mut(i) };
+    s.free = Record::here(stack::capture(entry_sp));
+    if let Some(damaged) = pool.first_damaged(s, i) {
+        let here = s.free.stack;
+        report_error(
+            pool,
+            &Error {
+                kind: Kind::Corruption,
+                addr: p,
+                is_write: true,
+                object: Some((i, s)),
+                stack: &here,
+                damaged,
+            },
+        );
+    }
+    sys::protect(pool.page_of_slot(i) as *mut u8, pool.page, false);
+    s.state.store(FREED, Release);
+    Counters::bump(&COUNTERS.frees);
+    pool.push(i);
+}
+
+fn bad_free(pool: &Pool, kind: Kind, p: usize, obj: Option<usize>, entry_sp: usize) {
+    let here = stack::capture(entry_sp);
+    report_error(
+        pool,
+        &Error {
+            kind,
+            addr: p,
+            is_write: false,
+            object: obj.map(|i| (i, pool.slot(i))),
+            stack: &here,
+            damaged: 0,
+        },
+    );
+}
+
+/// Reports an error once per object, counts it, and aborts when `on_error=abort`.
+pub fn report_error(pool: &Pool, e: &Error) {
+    let first = match e.object {
+        Some((_, s)) => !s.reported.swap(true, AcqRel),
+        None => true,
+    };
+    if first {
+        // A report is printed whole before the next one starts. The wait is bounded: a thread
+        // stuck elsewhere while holding it must not hang this one forever.
+        let locked = REPORT_LOCK.try_lock_for(10_000);
+        Counters::bump(&COUNTERS.bugs);
+        report::print(e, pool);
+        if locked {
+            REPORT_LOCK.unlock();
+        }
+    }
+    if ABORT_ON_ERROR.load(Relaxed) {
+        sys::abort_now();
+    }
+}
+
+/// The size the program asked for, if `p` is a live pool object's start.
+pub fn object_size(p: *const u8) -> Option<usize> {
+    let pool = pool()?;
+    if !pool.contains(p as usize) {
+        return None;
+    }
+    match pool.place(p as usize) {
+        crate::pool::Place::Object(i) => {
+            let s = pool.slot(i);
+            (s.state.load(Acquire) == ALLOCATED && s.addr == p as usize).then_some(s.size)
+        }
+        _ => None,
+    }
+}
+
+/// A snapshot of the counters.
+pub fn stats() -> crate::Stats {
+    let enabled = pool().is_some() && KNOBS.enabled.load(Relaxed);
+    COUNTERS.snapshot(enabled)
+}
+
+/// Used by the fault handler: is slot `i` holding a freed object?
+pub fn is_freed(state: u8) -> bool {
+    state == FREED || state == FREEING
+}

@@ -1,0 +1,185 @@
+//! ufence: a sampling heap memory-safety error detector, KFENCE for user space.
+//!
+//! A small random sample of heap allocations goes to a fixed pool of objects, each alone on a
+//! page between two inaccessible guard pages. An out-of-bounds access to a sampled object
+//! faults on a guard page; a use-after-free faults on the freed object's inaccessible page;
+//! a bad free or a write into the unused part of the page is caught when the object is freed.
+//! Every other allocation goes straight to the wrapped allocator at the cost of a
+//! decrement and a branch, so ufence can stay on in production.
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static A: ufence::Guarded<std::alloc::System> = ufence::Guarded::new(std::alloc::System);
+//! ```
+//!
+//! Options come from `UFENCE_OPTIONS` (see [`options::SPECS`]) over the defaults given in code
+//! with [`Guarded::with_options`].
+
+pub mod fmt;
+pub mod options;
+pub mod stats;
+pub mod symbolize;
+pub mod sys;
+
+mod detector;
+mod fault;
+mod pool;
+mod report;
+mod sampler;
+mod stack;
+
+use core::alloc::{GlobalAlloc, Layout};
+
+pub use detector::{is_preload, mark_preload, options_in_force, owns};
+pub use options::{OnError, Options};
+pub use stats::Stats;
+
+pub(crate) use detector::since_start_ns;
+
+/// The fast-path sampling check: true (rarely) when the allocation must go to [`alloc_slow`].
+#[inline(always)]
+pub fn sample_tick() -> bool {
+    sampler::tick()
+}
+
+/// The slow path of an allocation after [`sample_tick`] returned true: a pool object of `size`
+/// bytes aligned to `align`, or null when this allocation is not sampled after all.
+#[inline]
+pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
+    detector::alloc_slow(size, align, defaults)
+}
+
+/// Frees a pointer for which [`owns`] is true.
+#[inline]
+pub fn free_slow(p: *mut u8) {
+    detector::free_slow(p)
+}
+
+/// The requested size of a live pool object starting at `p`.
+pub fn object_size(p: *const u8) -> Option<usize> {
+    detector::object_size(p)
+}
+
+/// The counters, as KFENCE's stats file shows them.
+pub fn stats() -> Stats {
+    detector::stats()
+}
+
+/// Changes the time-based sample interval (milliseconds; 0 turns it off) while running.
+pub fn set_sample_interval(ms: u64) {
+    sampler::KNOBS.set_interval_ms(ms, sys::random_u64());
+}
+
+/// Changes the count-based sample rate (1/N; 0 turns it off) while running.
+pub fn set_sample_rate(n: u64) {
+    sampler::KNOBS
+        .rate
+        .store(n, core::sync::atomic::Ordering::Relaxed);
+    sampler::reset_thread();
+}
+
+/// Turns sampling on or off while running.
+pub fn set_enabled(on: bool) {
+    sampler::KNOBS
+        .enabled
+        .store(on, core::sync::atomic::Ordering::Relaxed);
+    sampler::reset_thread();
+}
+
+/// Changes what happens after an error while running.
+pub fn set_on_error(mode: OnError) {
+    detector::set_abort_on_error(mode == OnError::Abort);
+}
+
+/// Starts the detector now rather than at the first sampled allocation (for example so that
+/// its start-up warnings come first). Returns false if it is disabled.
+pub fn start(defaults: &Options) -> bool {
+    let prev = sampler::hold();
+    let ok = detector::ensure_started(defaults);
+    sampler::release(prev);
+    ok
+}
+
+/// A global allocator that sends a sample of allocations to ufence's guarded pool and the rest
+/// to `A`.
+pub struct Guarded<A> {
+    inner: A,
+    defaults: Options,
+}
+
+impl<A> Guarded<A> {
+    /// Wraps `inner` with the default options (overridden by `UFENCE_OPTIONS`).
+    pub const fn new(inner: A) -> Self {
+        Guarded {
+            inner,
+            defaults: Options::DEFAULT,
+        }
+    }
+
+    /// Wraps `inner` with options set in code; `UFENCE_OPTIONS` still overrides them, as a
+    /// sanitizer's environment overrides its compiled-in defaults.
+    pub const fn with_options(inner: A, defaults: Options) -> Self {
+        Guarded { inner, defaults }
+    }
+}
+
+// SAFETY: every pointer handed out is either from `inner` (and returned to it) or a pool object
+// of at least `layout.size()` bytes aligned to `layout.align()`, live until dealloc; `owns`
+// tells the two apart by address range.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for Guarded<A> {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if sampler::tick() {
+            let p = detector::alloc_slow(layout.size(), layout.align(), &self.defaults);
+            if !p.is_null() {
+                return p;
+            }
+        }
+        // SAFETY: forwarded unchanged; the caller upholds GlobalAlloc's contract.
+        unsafe { self.inner.alloc(layout) }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if sampler::tick() {
+            let p = detector::alloc_slow(layout.size(), layout.align(), &self.defaults);
+            if !p.is_null() {
+                // SAFETY: p is a fresh pool object of layout.size() writable bytes.
+                unsafe { core::ptr::write_bytes(p, 0, layout.size()) };
+                return p;
+            }
+        }
+        // SAFETY: forwarded unchanged.
+        unsafe { self.inner.alloc_zeroed(layout) }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if detector::owns(ptr) {
+            detector::free_slow(ptr);
+        } else {
+            // SAFETY: not a pool pointer, so it came from inner with this layout.
+            unsafe { self.inner.dealloc(ptr, layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if !detector::owns(ptr) && !sampler::tick() {
+            // SAFETY: forwarded unchanged.
+            return unsafe { self.inner.realloc(ptr, layout, new_size) };
+        }
+        // A sampled object moves to a new allocation (sampled again or not) so the old address
+        // becomes a use-after-free trap; an unsampled one may move into the pool.
+        // SAFETY: new_size is non-zero and fits isize per GlobalAlloc::realloc's contract.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: a valid layout; the copy is of the smaller size, both regions are live.
+        unsafe {
+            let new = self.alloc(new_layout);
+            if !new.is_null() {
+                core::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            new
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The one table of options. Each option is declared once, in `declare_options!` below, with its
+//! type, default, bounds and one-line doc; the parser, the `--help` text of the `ufence` command,
+//! the README table and the validation of runtime changes all come from that declaration.
+//!
+//! Parsing works on bytes and never allocates: the preload reads `UFENCE_OPTIONS` from inside the
+//! first `malloc` call, where allocating would recurse.
+
+use crate::fmt::BufWriter;
+use core::fmt::Write;
+
+/// What to do after reporting an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    /// Report once per object, make the faulting page accessible and go on (KFENCE's behaviour).
+    Continue,
+    /// Report, then end the process with SIGABRT.
+    Abort,
+}
+
+/// A short path held inline (options are parsed before any allocator is usable).
+#[derive(Clone, Copy)]
+pub struct InlinePath {
+    len: u16,
+    buf: [u8; 256],
+}
+
+impl InlinePath {
+    pub const EMPTY: InlinePath = InlinePath {
+        len: 0,
+        buf: [0; 256],
+    };
+    /// The path's bytes (empty when unset).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl core::fmt::Debug for InlinePath {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(core::str::from_utf8(self.as_bytes()).unwrap_or("?"))
+    }
+}
+
+/// A value type an option can have: how to parse it from text and print it back.
+pub trait OptionValue: Sized + Copy {
+    /// The type's name in `--help` (e.g. `int`, `0|1`).
+    const KIND: &'static str;
+    fn parse(text: &[u8], min: u64, max: u64) -> Option<Self>;
+    fn write(&self, out: &mut dyn Write) -> core::fmt::Result;
+}
+
+impl OptionValue for u64 {
+    const KIND: &'static str = "int";
+    fn parse(text: &[u8], min: u64, max: u64) -> Option<u64> {
+        if text.is_empty() || text.len() > 20 {
+            return None;
+        }
+        let mut v: u64 = 0;
+        for &c in text {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v.checked_mul(10)?.checked_add((c - b'0') as u64)?;
+        }
+        (min..=max).contains(&v).then_some(v)
+    }
+    fn write(&self, out: &mut dyn Write) -> core::fmt::Result {
+        write!(out, "{self}")
+    }
+}
+
+impl OptionValue for bool {
+    const KIND: &'static str = "0|1";
+    fn parse(text: &[u8], _: u64, _: u64) -> Option<bool> {
+        match text {
+            b"1" | b"true" | b"yes" | b"on" => Some(true),
+            b"0" | b"false" | b"no" | b"off" => Some(false),
+            _ => None,
+        }
+    }
+    fn write(&self, out: &mut dyn Write) -> core::fmt::Result {
+        out.write_str(if *self { "1" } else { "0" })
+    }
+}
+
+impl OptionValue for OnError {
+    const KIND: &'static str = "continue|abort";
+    fn parse(text: &[u8], _: u64, _: u64) -> Option<OnError> {
+        match text {
+            b"continue" => Some(OnError::Continue),
+            b"abort" => Some(OnError::Abort),
+            _ => None,
+        }
+    }
+    fn write(&self, out: &mut dyn Write) -> core::fmt::Result {
+        out.write_str(match self {
+            OnError::Continue => "continue",
+            OnError::Abort => "abort",
+        })
+    }
+}
+
+impl OptionValue for InlinePath {
+    const KIND: &'static str = "path";
+    fn parse(text: &[u8], _: u64, _: u64) -> Option<InlinePath> {
+        if text.is_empty() || text.len() >= 256 || text.contains(&0) {
+            return None;
+        }
+        let mut p = InlinePath::EMPTY;
+        p.buf[..text.len()].copy_from_slice(text);
+        p.len = text.len() as u16;
+        Some(p)
+    }
+    fn write(&self, out: &mut dyn Write) -> core::fmt::Result {
+        match core::str::from_utf8(self.as_bytes()) {
+            Ok(s) if !s.is_empty() => out.write_str(s),
+            _ => out.write_str("(unset)"),
+        }
+    }
+}
+
+/// Describes one option for `--help`, docs and validation in the command-line tool.
+#[derive(Clone, Copy, Debug)]
+pub struct OptionSpec {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub default: &'static str,
+    pub doc: &'static str,
+    /// True when the option can be changed while the process runs.
+    pub runtime: bool,
+}
+
+/// Why an option could not be applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionError {
+    UnknownKey,
+    BadValue,
+}
+
+macro_rules! declare_options {
+    ($( $(#[doc = $doc:literal])+ $name:ident : $ty:ty = $default:expr, $dflt_text:literal,
+        range $min:literal ..= $max:literal, runtime $rt:literal; )+) => {
+        /// Every option's value. `Options::DEFAULT` holds the defaults of the table.
+        #[derive(Clone, Copy, Debug)]
+        pub struct Options {
+            $( $(#[doc = $doc])+ pub $name: $ty, )+
+        }
+
+        impl Options {
+            /// The defaults, as declared in the table.
+            pub const DEFAULT: Options = Options { $( $name: $default, )+ };
+
+            /// Sets one option from its textual value, checking type and bounds.
+            pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), OptionError> {
+                $(
+                    if key == stringify!($name).as_bytes() {
+                        self.$name = <$ty as OptionValue>::parse(value, $min, $max)
+                            .ok_or(OptionError::BadValue)?;
+                        return Ok(());
+                    }
+                )+
+                Err(OptionError::UnknownKey)
+            }
+
+            /// Writes `key=value` pairs for every option, separated by spaces.
+            pub fn write_all(&self, out: &mut dyn Write) -> core::fmt::Result {
+                let mut first = true;
+                $(
+                    if !first { out.write_char(' ')?; }
+                    first = false;
+                    out.write_str(concat!(stringify!($name), "="))?;
+                    OptionValue::write(&self.$name, out)?;
+                )+
+                let _ = first;
+                Ok(())
+            }
+        }
+
+        /// The table, for `--help`, the docs and validation.
+        pub const SPECS: &[OptionSpec] = &[
+            $( OptionSpec {
+                name: stringify!($name),
+                kind: <$ty as OptionValue>::KIND,
+                default: $dflt_text,
+                doc: concat!($($doc),+),
+                runtime: $rt,
+            }, )+
+        ];
+    };
+}
+
+declare_options! {
+    /// 0 turns sampling off; the fast path then costs one predictable branch.
+    enabled: bool = true, "1", range 0..=1, runtime true;
+    /// Milliseconds between samples (KFENCE): once the interval has passed, the next allocation is sampled; the first deadline is random within the interval. 0 = off.
+    sample_interval: u64 = 100, "100", range 0..=86_400_000, runtime true;
+    /// Count-based sampling (GWP-ASan): each allocation is sampled with probability 1/N; 1 samples every allocation while slots last. 0 = off.
+    sample_rate: u64 = 0, "0", range 0..=1_000_000_000, runtime true;
+    /// Slots in the guarded pool (KFENCE's default is 255); each costs two pages of address space.
+    num_objects: u64 = 255, "255", range 1..=65_535, runtime false;
+    /// After an error: `continue` reports once per object and goes on (KFENCE), `abort` reports then raises SIGABRT.
+    on_error: OnError = OnError::Continue, "continue", range 0..=0, runtime true;
+    /// Also write each report as one JSON file into this directory.
+    report_dir: InlinePath = InlinePath::EMPTY, "(unset)", range 0..=0, runtime false;
+    /// Extra consecutive allocations sampled after each interval expires (KFENCE `burst`).
+    burst: u64 = 0, "0", range 0..=1_000, runtime true;
+    /// Percent of the pool in use above which allocations from an already-sampled site are skipped (KFENCE).
+    skip_covered_thresh: u64 = 75, "75", range 0..=100, runtime true;
+    /// 1: the interval follows pool occupancy so that the pool never starves.
+    adaptive: bool = false, "0", range 0..=1, runtime true;
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::DEFAULT
+    }
+}
+
+/// Applies a whole option string (`key=value` pairs separated by `:`, `,` or white space), as
+/// sanitizers read theirs. Each bad pair is passed to `warn` and skipped; the rest still apply.
+pub fn parse_into(opts: &mut Options, text: &[u8], warn: &mut dyn FnMut(&[u8], OptionError)) {
+    for pair in text.split(|c| matches!(c, b':' | b',' | b' ' | b'\t' | b'\n' | b'\r')) {
+        if pair.is_empty() {
+            continue;
+        }
+        let (key, value) = match pair.iter().position(|&c| c == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        if let Err(e) = opts.set(key, value) {
+            warn(pair, e);
+        }
+    }
+}
+
+/// Applies `UFENCE_OPTIONS` over `opts`, printing one warning line to stderr per bad pair.
+pub fn apply_env(opts: &mut Options) {
+    if let Some(text) = crate::sys::getenv(c"UFENCE_OPTIONS") {
+        parse_into(opts, text, &mut |pair, err| {
+            let mut line = BufWriter::<320>::new();
+            let shown = &pair[..pair.len().min(200)];
+            let _ = write!(
+                line,
+                "ufence: warning: {} in UFENCE_OPTIONS: '{}'; keeping the default\n",
+                match err {
+                    OptionError::UnknownKey => "unknown option",
+                    OptionError::BadValue => "bad value",
+                },
+                crate::fmt::Escaped(shown)
+            );
+            crate::sys::write_all(2, line.as_bytes());
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Options, usize) {
+        let mut o = Options::DEFAULT;
+        let mut bad = 0;
+        parse_into(&mut o, text.as_bytes(), &mut |_, _| bad += 1);
+        (o, bad)
+    }
+
+    #[test]
+    fn separators_and_values() {
+        let (o, bad) = parse("sample_rate=7:num_objects=10, on_error=abort enabled=0\tburst=3");
+        assert_eq!(bad, 0);
+        assert_eq!(o.sample_rate, 7);
+        assert_eq!(o.num_objects, 10);
+        assert_eq!(o.on_error, OnError::Abort);
+        assert!(!o.enabled);
+        assert_eq!(o.burst, 3);
+    }
+
+    #[test]
+    fn bad_pairs_keep_defaults_and_the_rest_applies() {
+        let (o, bad) =
+            parse("num_objects=0:sample_rate=x:bogus=1:sample_interval=-5:noequals:burst=2");
+        assert_eq!(bad, 5);
+        assert_eq!(o.num_objects, 255);
+        assert_eq!(o.sample_rate, 0);
+        assert_eq!(o.sample_interval, 100);
+        assert_eq!(o.burst, 2);
+    }
+
+    #[test]
+    fn overflow_and_range() {
+        let (o, bad) = parse("sample_rate=99999999999999999999999:skip_covered_thresh=101");
+        assert_eq!(bad, 2);
+        assert_eq!(o.sample_rate, 0);
+        assert_eq!(o.skip_covered_thresh, 75);
+    }
+
+    #[test]
+    fn specs_match_defaults() {
+        let mut text = BufWriter::<1024>::new();
+        Options::DEFAULT.write_all(&mut text).unwrap();
+        let s = core::str::from_utf8(text.as_bytes()).unwrap();
+        for spec in SPECS {
+            let needle = format!("{}={}", spec.name, spec.default);
+            assert!(s.contains(&needle), "{needle} not in {s}");
+        }
+    }
+
+    #[test]
+    fn report_dir_path() {
+        let (o, bad) = parse("report_dir=/tmp/x");
+        assert_eq!(bad, 0);
+        assert_eq!(o.report_dir.as_bytes(), b"/tmp/x");
+    }
+}

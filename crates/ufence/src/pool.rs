@@ -1,0 +1,416 @@
+//! The guarded pool: `[guard][object 0][guard][object 1]...[guard]`, reserved once.
+//!
+//! Page `2i + 1` holds object `i`; even pages are guards shared by neighbours. The whole range is
+//! mapped inaccessible at start; an object's page is made accessible while the object lives and
+//! inaccessible again when it is freed, so only live objects' pages are ever touchable. The
+//! slot metadata lives in a separate mapping so that no bug in the program can reach it through
+//! an object's neighbourhood.
+//!
+//! Slots are reused in FIFO order (least recently freed first), which keeps a freed object's page
+//! inaccessible for as long as possible and so maximises the window for catching a
+//! use-after-free.
+
+use crate::stack::Stack;
+use crate::sys;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+/// Never used since start.
+pub const UNUSED: u8 = 0;
+/// Holds a live object.
+pub const ALLOCATED: u8 = 1;
+/// Held an object that has been freed; its page is inaccessible.
+pub const FREED: u8 = 2;
+/// Being freed: the free record is being written and the canary checked.
+pub const FREEING: u8 = 3;
+
+/// Who allocated or freed an object, when, and from where.
+#[derive(Clone, Copy)]
+pub struct Record {
+    pub tid: u32,
+    pub thread_name: [u8; 16],
+    /// Nanoseconds since ufence started.
+    pub time_ns: u64,
+    pub stack: Stack,
+}
+
+impl Record {
+    pub const EMPTY: Record = Record {
+        tid: 0,
+        thread_name: [0; 16],
+        time_ns: 0,
+        stack: Stack::EMPTY,
+    };
+
+    pub fn here(stack: Stack) -> Record {
+        Record {
+            tid: sys::gettid(),
+            thread_name: sys::thread_name(),
+            time_ns: crate::since_start_ns(),
+            stack,
+        }
+    }
+}
+
+/// Metadata of one slot. `state` and `reported` are atomics because the fault handler reads
+/// them without the pool lock; the rest is written only by the thread that owns the slot's
+/// transition (allocation or free) before `state` is published with Release.
+pub struct Slot {
+    pub state: AtomicU8,
+    /// Set once an error about the current object has been reported (one report per object).
+    pub reported: AtomicBool,
+    /// Set when the fault handler made this slot's page accessible to let a stale access go on.
+    pub page_opened: AtomicBool,
+    pub addr: usize,
+    pub size: usize,
+    pub align: usize,
+    /// True when the object ends at the right edge of its page.
+    pub right: bool,
+    pub alloc: Record,
+    pub free: Record,
+}
+
+/// A tiny spin lock for ufence's own short critical sections (popping or pushing a slot index).
+/// It is never held while calling out of ufence, so the only way to wait on it is another
+/// thread inside the same few instructions.
+pub struct SpinLock(AtomicBool);
+
+impl SpinLock {
+    pub const fn new() -> SpinLock {
+        SpinLock(AtomicBool::new(false))
+    }
+    pub fn lock(&self) {
+        let mut spins = 0u32;
+        while self
+            .0
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins > 64 {
+                sys::yield_now();
+            } else {
+                core::hint::spin_loop();
+            }
+        }
+    }
+    /// Tries for a bounded time; used by the fault handler, which must never wait forever.
+    pub fn try_lock_for(&self, tries: u32) -> bool {
+        for _ in 0..tries {
+            if self
+                .0
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return true;
+            }
+            sys::yield_now();
+        }
+        false
+    }
+    pub fn unlock(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+    /// Forces the lock open (in a forked child, whose other threads no longer exist).
+    pub fn reset(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Where a pool address falls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// On the page of this slot.
+    Object(usize),
+    /// On the guard page between slots `left` and `right` (either may be absent at the ends).
+    Guard {
+        left: Option<usize>,
+        right: Option<usize>,
+    },
+}
+
+/// The byte expected at `addr` in the unused part of an object's page.
+#[inline]
+pub fn canary_byte(addr: usize) -> u8 {
+    0xaa ^ (addr & 7) as u8
+}
+
+/// The canary for a whole 8-byte-aligned word.
+const CANARY_WORD: u64 = u64::from_le_bytes([0xaa, 0xab, 0xa8, 0xa9, 0xae, 0xaf, 0xac, 0xad]);
+
+pub struct Pool {
+    pub base: usize,
+    pub len: usize,
+    pub page: usize,
+    slots: *mut Slot,
+    pub nslots: usize,
+    /// Ring buffer of free slot indices: allocate from the head, free to the tail.
+    fifo: *mut u32,
+    fifo_state: UnsafeCell<(usize, usize)>,
+    /// One flag per guard page: set when the fault handler opened it to let a program go on.
+    guards: *const AtomicBool,
+    pub lock: SpinLock,
+}
+
+// SAFETY: every mutable field is reached either under `lock` (the FIFO) or by the single thread
+// that owns a slot's current transition; the raw pointers point into mappings that live forever.
+unsafe impl Sync for Pool {}
+// SAFETY: as above; the pool is a process-wide singleton.
+unsafe impl Send for Pool {}
+
+impl Pool {
+    /// Maps the pool and its metadata. None if the address space cannot be had.
+    pub fn new(nslots: usize, seed: u64) -> Option<Pool> {
+        let page = sys::page_size();
+        let len = (2 * nslots + 1) * page;
+        let meta_bytes = nslots * core::mem::size_of::<Slot>() + nslots * 4 + nslots + 1;
+        let meta_len = meta_bytes.div_ceil(page) * page;
+        let meta = sys::map_rw(meta_len)?;
+        let Some(base) = sys::map_none(len) else {
+            // SAFETY: meta was just mapped with this length and nothing refers to it.
+            unsafe { sys::unmap(meta, meta_len) };
+            return None;
+        };
+        let slots = meta.cast::<Slot>();
+        // SAFETY: the metadata mapping holds nslots Slots followed by nslots u32s, is zeroed by
+        // the kernel (a valid state for every field: UNUSED, false, 0) and is ours alone.
+        let fifo = unsafe { slots.add(nslots).cast::<u32>() };
+        // SAFETY: the guard flags follow the FIFO inside the same zeroed mapping.
+        let guards = unsafe { fifo.add(nslots).cast::<AtomicBool>() };
+        // The initial order is shuffled (as newer kernels do) so that the first objects of a
+        // fleet's processes do not all land in the same slots.
+        // SAFETY: fifo has room for nslots u32s (see above).
+        unsafe {
+            for i in 0..nslots {
+                *fifo.add(i) = i as u32;
+            }
+            let mut r = seed | 1;
+            for i in (1..nslots).rev() {
+                r ^= r << 13;
+                r ^= r >> 7;
+                r ^= r << 17;
+                let j = (r % (i as u64 + 1)) as usize;
+                core::ptr::swap(fifo.add(i), fifo.add(j));
+            }
+        }
+        Some(Pool {
+            base: base as usize,
+            len,
+            page,
+            slots,
+            nslots,
+            fifo,
+            fifo_state: UnsafeCell::new((0, nslots)),
+            guards,
+            lock: SpinLock::new(),
+        })
+    }
+
+    #[inline(always)]
+    pub fn contains(&self, addr: usize) -> bool {
+        addr.wrapping_sub(self.base) < self.len
+    }
+
+    pub fn slot(&self, i: usize) -> &Slot {
+        assert!(i < self.nslots);
+        // SAFETY: i is in bounds; the metadata mapping lives forever.
+        unsafe { &*self.slots.add(i) }
+    }
+
+    /// # Safety
+    /// The caller must own slot `i`'s current transition (it popped the slot from the FIFO, or
+    /// won the ALLOCATED -> FREED exchange), so no other thread writes it concurrently.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slot_mut(&self, i: usize) -> &mut Slot {
+        assert!(i < self.nslots);
+        // SAFETY: in bounds; exclusivity is the caller's obligation.
+        unsafe { &mut *self.slots.add(i) }
+    }
+
+    /// The flag of guard page `k` (the guard left of slot `k`; `k == nslots` is the last one).
+    pub fn guard_opened(&self, k: usize) -> &AtomicBool {
+        assert!(k <= self.nslots);
+        // SAFETY: nslots + 1 flags were reserved in the metadata mapping.
+        unsafe { &*self.guards.add(k) }
+    }
+
+    pub fn page_of_slot(&self, i: usize) -> usize {
+        self.base + (2 * i + 1) * self.page
+    }
+
+    /// Which slot page or guard page `addr` (inside the pool) is on.
+    pub fn place(&self, addr: usize) -> Place {
+        let p = (addr - self.base) / self.page;
+        if p % 2 == 1 {
+            Place::Object((p - 1) / 2)
+        } else {
+            let k = p / 2;
+            Place::Guard {
+                left: k.checked_sub(1),
+                right: (k < self.nslots).then_some(k),
+            }
+        }
+    }
+
+    /// Number of slots currently free for allocation.
+    pub fn free_slots(&self) -> usize {
+        // SAFETY: a racy read of a usize is fine for a heuristic; exact users take the lock.
+        unsafe { (*self.fifo_state.get()).1 }
+    }
+
+    /// Takes the least recently freed slot, if any.
+    pub fn pop(&self) -> Option<usize> {
+        self.lock.lock();
+        // SAFETY: the FIFO is only touched under `lock`.
+        let r = unsafe {
+            let st = &mut *self.fifo_state.get();
+            if st.1 == 0 {
+                None
+            } else {
+                let i = *self.fifo.add(st.0);
+                st.0 = (st.0 + 1) % self.nslots;
+                st.1 -= 1;
+                Some(i as usize)
+            }
+        };
+        self.lock.unlock();
+        r
+    }
+
+    /// Returns a slot to the tail of the FIFO.
+    pub fn push(&self, i: usize) {
+        self.lock.lock();
+        // SAFETY: under `lock`; the ring never holds more than nslots entries because each slot
+        // is pushed once per pop.
+        unsafe {
+            let st = &mut *self.fifo_state.get();
+            let tail = (st.0 + st.1) % self.nslots;
+            *self.fifo.add(tail) = i as u32;
+            st.1 += 1;
+        }
+        self.lock.unlock();
+    }
+
+    /// Fills the whole page of slot `i` with the canary pattern.
+    pub fn fill_canary(&self, i: usize) {
+        let page = self.page_of_slot(i) as *mut u64;
+        // SAFETY: the page is accessible (just unprotected by the allocating thread, which owns
+        // the slot) and 8-byte aligned.
+        unsafe {
+            for w in 0..self.page / 8 {
+                page.add(w).write(CANARY_WORD);
+            }
+        }
+    }
+
+    /// The first byte outside the object on its page that no longer holds the canary.
+    pub fn first_damaged(&self, s: &Slot, i: usize) -> Option<usize> {
+        let page = self.page_of_slot(i);
+        first_damaged_in(page, s.addr)
+            .or_else(|| first_damaged_in(s.addr + s.size, page + self.page))
+    }
+}
+
+/// Checks `[from, to)` against the canary: word at a time where aligned, bytes at the edges.
+fn first_damaged_in(from: usize, to: usize) -> Option<usize> {
+    let mut a = from;
+    // SAFETY (all reads below): [from, to) lies on an accessible object page owned by the caller.
+    while a < to && a % 8 != 0 {
+        if unsafe { *(a as *const u8) } != canary_byte(a) {
+            return Some(a);
+        }
+        a += 1;
+    }
+    while a + 8 <= to {
+        if unsafe { *(a as *const u64) } != CANARY_WORD {
+            break;
+        }
+        a += 8;
+    }
+    while a < to {
+        if unsafe { *(a as *const u8) } != canary_byte(a) {
+            return Some(a);
+        }
+        a += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canary_word_matches_bytes() {
+        let bytes = CANARY_WORD.to_le_bytes();
+        for (i, b) in bytes.iter().enumerate() {
+            assert_eq!(*b, canary_byte(0x1000 + i));
+        }
+    }
+
+    #[test]
+    fn layout_places() {
+        let pool = Pool::new(3, 42).unwrap();
+        let pg = pool.page;
+        assert_eq!(pool.len, 7 * pg);
+        assert_eq!(
+            pool.place(pool.base),
+            Place::Guard {
+                left: None,
+                right: Some(0)
+            }
+        );
+        assert_eq!(pool.place(pool.base + pg + 5), Place::Object(0));
+        assert_eq!(
+            pool.place(pool.base + 2 * pg),
+            Place::Guard {
+                left: Some(0),
+                right: Some(1)
+            }
+        );
+        assert_eq!(
+            pool.place(pool.base + 6 * pg + 1),
+            Place::Guard {
+                left: Some(2),
+                right: None
+            }
+        );
+        assert!(!pool.contains(pool.base + 7 * pg));
+        assert!(!pool.contains(pool.base - 1));
+    }
+
+    #[test]
+    fn fifo_reuses_least_recently_freed() {
+        let pool = Pool::new(4, 7).unwrap();
+        let mut got: Vec<usize> = (0..4).map(|_| pool.pop().unwrap()).collect();
+        assert!(pool.pop().is_none());
+        got.sort();
+        assert_eq!(got, vec![0, 1, 2, 3]);
+        pool.push(2);
+        pool.push(0);
+        assert_eq!(pool.pop(), Some(2));
+        pool.push(3);
+        assert_eq!(pool.pop(), Some(0));
+        assert_eq!(pool.pop(), Some(3));
+    }
+
+    #[test]
+    fn canary_detects_damage_on_both_sides() {
+        let pool = Pool::new(1, 1).unwrap();
+        let i = pool.pop().unwrap();
+        let page = pool.page_of_slot(i);
+        assert!(sys::protect(page as *mut u8, pool.page, true));
+        pool.fill_canary(i);
+        // SAFETY: single-threaded test owning slot i.
+        let s = unsafe { pool.slot_mut(i) };
+        s.addr = page + 100;
+        s.size = 13;
+        assert_eq!(pool.first_damaged(s, i), None);
+        // SAFETY: the page is accessible.
+        unsafe { *((page + 99) as *mut u8) = 0 };
+        assert_eq!(pool.first_damaged(s, i), Some(page + 99));
+        unsafe { *((page + 99) as *mut u8) = canary_byte(page + 99) };
+        unsafe { *((page + 113) as *mut u8) = 1 };
+        assert_eq!(pool.first_damaged(s, i), Some(page + 113));
+    }
+}

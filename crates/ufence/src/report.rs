@@ -1,0 +1,324 @@
+//! Error reports in KFENCE's shape, written to stderr line by line from a small stack buffer,
+//! so that a report can be produced inside a signal handler running on a small alternate stack.
+
+use crate::fmt::{cstr_bytes, BufWriter, Escaped};
+use crate::pool::{Pool, Record, Slot, FREED};
+use crate::stack::Stack;
+use crate::symbolize::{Demangled, Symbolizer};
+use crate::sys;
+use core::fmt::Write;
+
+/// The error classes ufence reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    OutOfBounds,
+    UseAfterFree,
+    DoubleFree,
+    InvalidFree,
+    Corruption,
+    Invalid,
+}
+
+/// Everything a report says.
+pub struct Error<'a> {
+    pub kind: Kind,
+    /// The faulting or freed address.
+    pub addr: usize,
+    pub is_write: bool,
+    /// The object concerned and its slot number, when there is one.
+    pub object: Option<(usize, &'a Slot)>,
+    /// Where it happened: the faulting instruction's stack, or the bad free's.
+    pub stack: &'a Stack,
+    /// For a corruption: the first damaged byte.
+    pub damaged: usize,
+}
+
+impl Kind {
+    fn title(self, is_write: bool) -> &'static str {
+        match (self, is_write) {
+            (Kind::OutOfBounds, false) => "out-of-bounds read",
+            (Kind::OutOfBounds, true) => "out-of-bounds write",
+            (Kind::UseAfterFree, false) => "use-after-free read",
+            (Kind::UseAfterFree, true) => "use-after-free write",
+            (Kind::DoubleFree, _) => "double free",
+            (Kind::InvalidFree, _) => "invalid free",
+            (Kind::Corruption, _) => "memory corruption",
+            (Kind::Invalid, false) => "invalid read",
+            (Kind::Invalid, true) => "invalid write",
+        }
+    }
+}
+
+const RULE: &str = "==================================================================";
+
+/// One output line at a time: flushed to stderr whenever it ends.
+struct Out {
+    line: BufWriter<512>,
+}
+
+impl Write for Out {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for (i, part) in s.split('\n').enumerate() {
+            if i > 0 {
+                self.line.write_char('\n')?;
+                sys::write_all(2, self.line.as_bytes());
+                self.line.clear();
+            }
+            self.line.write_str(part)?;
+        }
+        Ok(())
+    }
+}
+
+/// Function names of allocator entry points and of ufence itself: frames cut from the top of a
+/// stack so that it starts where the program called in.
+fn is_allocator_frame(name: &[u8]) -> bool {
+    const EXACT: &[&[u8]] = &[
+        b"malloc",
+        b"free",
+        b"calloc",
+        b"realloc",
+        b"reallocarray",
+        b"posix_memalign",
+        b"aligned_alloc",
+        b"memalign",
+        b"valloc",
+        b"pvalloc",
+        b"cfree",
+    ];
+    const PREFIX: &[&[u8]] = &[
+        b"_ZN6ufence",
+        b"_ZN13ufence_",
+        b"_ZN14ufence_",
+        b"_RN",
+        b"__rust_alloc",
+        b"__rust_dealloc",
+        b"__rust_realloc",
+        b"__rdl_",
+        b"__rg_",
+        b"__libc_malloc",
+        b"__libc_free",
+        b"__libc_calloc",
+        b"__libc_realloc",
+        b"_Znw",
+        b"_Zna",
+        b"_ZdlPv",
+        b"_ZdaPv",
+        b"_ZN5alloc5alloc",
+        b"_ZN3std3sys5alloc",
+        b"_ZN63_$LT$alloc..alloc..Global",
+    ];
+    if EXACT.contains(&name) {
+        return true;
+    }
+    if PREFIX.iter().any(|p| name.starts_with(p)) {
+        // Rust v0 symbols (`_RN`) are only cut when they are ufence's own.
+        return !name.starts_with(b"_RN") || contains(name, b"6ufence");
+    }
+    contains(name, b"ufence..Guarded") || contains(name, b"ufence6Guarded")
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// How many leading frames of `stack` are ufence's or the allocator's.
+fn frames_to_cut(sym: &mut Symbolizer, stack: &Stack) -> usize {
+    let own = sys::module_of(frames_to_cut as *const () as usize).map(|m| m.0);
+    let mut cut = 0;
+    for &pc in stack.frames() {
+        let module = sys::module_of(pc).map(|m| m.0);
+        let f = sym.lookup(pc);
+        let ours_by_module = own.is_some() && module == own && crate::is_preload();
+        let ours_by_name = f.function.is_some_and(|(n, _)| is_allocator_frame(n));
+        if ours_by_module || ours_by_name {
+            cut += 1;
+        } else {
+            break;
+        }
+    }
+    // Never cut everything: an all-ufence stack is shown whole.
+    if cut == stack.frames().len() {
+        0
+    } else {
+        cut
+    }
+}
+
+fn write_stack(out: &mut Out, sym: &mut Symbolizer, stack: &Stack, cut: usize) {
+    for (n, &pc) in stack.frames()[cut..].iter().enumerate() {
+        let f = sym.lookup(pc);
+        let _ = write!(out, " #{n} ");
+        match f.function {
+            Some((name, off)) => {
+                let _ = write!(out, "{}+{:#x}", Demangled(name), off);
+            }
+            None => {
+                let _ = write!(out, "{:#x}", pc);
+            }
+        }
+        if !f.module.is_empty() {
+            let _ = write!(out, " ({}+{:#x})", Escaped(f.module), f.offset);
+        }
+        let _ = writeln!(out);
+    }
+    if stack.frames().is_empty() {
+        let _ = writeln!(out, " (no stack)");
+    }
+}
+
+fn write_record(out: &mut Out, sym: &mut Symbolizer, what: &str, r: &Record) {
+    let _ = writeln!(
+        out,
+        "{what} by thread {} ({}) at {}.{:06}s:",
+        r.tid,
+        Escaped(cstr_bytes(&r.thread_name)),
+        r.time_ns / 1_000_000_000,
+        r.time_ns % 1_000_000_000 / 1000
+    );
+    let cut = frames_to_cut(sym, &r.stack);
+    write_stack(out, sym, &r.stack, cut);
+}
+
+/// Writes the report for `e` to stderr.
+pub fn print(e: &Error, pool: &Pool) {
+    let mut sym = Symbolizer::new();
+    let mut out = Out {
+        line: BufWriter::new(),
+    };
+    let cut = frames_to_cut(&mut sym, e.stack);
+    let top = e.stack.frames().get(cut).copied();
+
+    let _ = writeln!(out, "{RULE}");
+    let _ = write!(out, "BUG: UFENCE: {} in ", e.kind.title(e.is_write));
+    match top.map(|pc| sym.lookup(pc)) {
+        Some(f) => match f.function {
+            Some((name, _)) => {
+                let _ = write!(out, "{}", Demangled(name));
+            }
+            None => {
+                let _ = write!(out, "{:#x}", f.pc);
+            }
+        },
+        None => {
+            let _ = write!(out, "(unknown)");
+        }
+    }
+    let _ = writeln!(out, "\n");
+
+    let object_name = |out: &mut Out, i: usize| {
+        let _ = write!(out, "ufence-#{i}");
+    };
+    match (e.kind, e.object) {
+        (Kind::OutOfBounds, Some((i, s))) => {
+            let (dist, side) = if e.addr < s.addr {
+                (s.addr - e.addr, "left")
+            } else {
+                (e.addr + 1 - (s.addr + s.size), "right")
+            };
+            let what = if e.is_write { "write" } else { "read" };
+            let _ = write!(
+                out,
+                "Out-of-bounds {what} at {:#x} ({dist}B {side} of ",
+                e.addr
+            );
+            object_name(&mut out, i);
+            let _ = writeln!(out, "):");
+        }
+        (Kind::UseAfterFree, Some((i, _))) => {
+            let what = if e.is_write { "write" } else { "read" };
+            let _ = write!(out, "Use-after-free {what} at {:#x} (in ", e.addr);
+            object_name(&mut out, i);
+            let _ = writeln!(out, "):");
+        }
+        (Kind::DoubleFree, Some((i, _))) => {
+            let _ = write!(out, "Double free of {:#x} (in ", e.addr);
+            object_name(&mut out, i);
+            let _ = writeln!(out, "):");
+        }
+        (Kind::InvalidFree, Some((i, s))) => {
+            let _ = write!(out, "Invalid free of {:#x} (", e.addr);
+            if e.addr >= s.addr && e.addr < s.addr + s.size.max(1) {
+                let _ = write!(out, "{}B inside ", e.addr - s.addr);
+            } else {
+                let _ = write!(out, "in ");
+            }
+            object_name(&mut out, i);
+            let _ = writeln!(out, "):");
+        }
+        (Kind::Corruption, Some((i, s))) => {
+            let _ = write!(out, "Corrupted memory at {:#x} [", e.damaged);
+            write_damage(&mut out, e.damaged, s, pool, i);
+            let _ = write!(out, " ] (in ");
+            object_name(&mut out, i);
+            let _ = writeln!(out, "):");
+        }
+        (kind, _) => {
+            let what = match kind {
+                Kind::InvalidFree => "Invalid free of",
+                _ if e.is_write => "Invalid write at",
+                _ => "Invalid read at",
+            };
+            let _ = writeln!(out, "{what} {:#x}:", e.addr);
+        }
+    }
+    write_stack(&mut out, &mut sym, e.stack, cut);
+
+    if let Some((i, s)) = e.object {
+        let _ = writeln!(out);
+        let end = s.addr + s.size.max(1) - 1;
+        let side = if s.right { "right" } else { "left" };
+        let _ = writeln!(
+            out,
+            "ufence-#{i}: {:#x}-{:#x}, size={}, align={}, side={side}\n",
+            s.addr, end, s.size, s.align
+        );
+        write_record(&mut out, &mut sym, "allocated", &s.alloc);
+        if s.state.load(core::sync::atomic::Ordering::Acquire) == FREED {
+            let _ = writeln!(out);
+            write_record(&mut out, &mut sym, "freed", &s.free);
+        }
+    }
+    let _ = writeln!(out, "{RULE}");
+}
+
+/// KFENCE's view of damaged canary bytes: up to 16 bytes from the first damaged one, `!` for a
+/// damaged byte and `.` for an intact one, within the canary area on that side of the object.
+fn write_damage(out: &mut Out, first: usize, s: &Slot, pool: &Pool, i: usize) {
+    let page = pool.page_of_slot(i);
+    let limit = if first < s.addr {
+        s.addr
+    } else {
+        page + pool.page
+    };
+    let end = (first + 16).min(limit);
+    for a in first..end {
+        // SAFETY: [first, end) is on the object's page, which is accessible while it is freed
+        // (the caller checks the canary before protecting the page).
+        let b = unsafe { *(a as *const u8) };
+        let mark = if b == crate::pool::canary_byte(a) {
+            " ."
+        } else {
+            " !"
+        };
+        let _ = out.write_str(mark);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocator_frames_are_recognised() {
+        assert!(is_allocator_frame(b"malloc"));
+        assert!(is_allocator_frame(b"_Znwm"));
+        assert!(is_allocator_frame(b"__rust_alloc"));
+        assert!(is_allocator_frame(
+            b"_ZN6ufence8detector11alloc_slow17h0123456789abcdefE"
+        ));
+        assert!(!is_allocator_frame(b"main"));
+        assert!(!is_allocator_frame(b"make_object"));
+        assert!(!is_allocator_frame(b"_RNvCs1234_7myprog4main"));
+    }
+}

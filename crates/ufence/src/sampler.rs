@@ -1,0 +1,291 @@
+//! Which allocations go to the pool.
+//!
+//! The fast path is one decrement of a per-thread counter and one branch ([`tick`]). When the
+//! counter runs out, the slow path ([`decide`]) looks at the clock and at the runtime knobs,
+//! decides whether this allocation is sampled, and sets the counter for the next visit:
+//!
+//! - `sample_rate=N`: a geometric draw, so each allocation is sampled with probability 1/N
+//!   (a memoryless version of GWP-ASan's per-thread countdown, seeded per thread).
+//! - `sample_interval=MS`: KFENCE's semantics without KFENCE's timer. A global deadline is
+//!   claimed with one compare-and-swap by the first thread to see it pass; the allocation that
+//!   claims it is sampled and the next deadline is one interval later. Threads look at the clock
+//!   every `stride` allocations, where `stride` adapts to the thread's allocation rate so that it
+//!   checks about sixteen times per interval and lands close to the deadline: a thread
+//!   allocating ten million times a second reads the clock a few hundred times a second, a thread
+//!   allocating rarely checks on every allocation, and neither costs anything measurable.
+//!
+//! No helper thread, no timer signal, no shared cache line written on the fast path.
+
+use crate::options::Options;
+use crate::stats::Counters;
+use crate::sys;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+/// The per-thread block, viewed as named fields (see `sys::thread_block`).
+#[repr(C)]
+struct ThreadState {
+    /// Allocations left before the slow path runs again.
+    countdown: i64,
+    /// The value `countdown` was last set to: allocations done since then, on arrival.
+    planned: u64,
+    /// Allocations left until the next count-based sample.
+    rate_left: i64,
+    /// The `sample_rate` that `rate_left` was drawn for.
+    rate_seen: u64,
+    /// Allocations between clock checks.
+    stride: u64,
+    /// When this thread last read the clock.
+    last_check: u64,
+    /// xorshift state; 0 until the thread's first slow path.
+    rng: u64,
+    /// Samples still owed by the current burst.
+    burst_left: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 64);
+
+/// Set while the slow path runs, so that allocations made underneath it (by the C library, the
+/// unwinder) take the fast path instead of recursing.
+const BUSY: i64 = 1 << 62;
+/// How often a thread re-reads the knobs while sampling is off.
+const IDLE_RECHECK: u64 = 1 << 16;
+const MAX_STRIDE: u64 = 1 << 16;
+
+#[inline(always)]
+fn state() -> *mut ThreadState {
+    sys::thread_block().cast()
+}
+
+/// The fast path: true when this allocation must go to [`decide`].
+#[inline(always)]
+pub fn tick() -> bool {
+    // SAFETY: the block belongs to the calling thread and is only touched by it.
+    unsafe {
+        let t = state();
+        (*t).countdown -= 1;
+        (*t).countdown <= 0
+    }
+}
+
+/// Runtime knobs, read on the slow path.
+pub struct Knobs {
+    pub enabled: AtomicBool,
+    pub interval_ns: AtomicU64,
+    pub rate: AtomicU64,
+    pub burst: AtomicU64,
+    /// The next time-based sample is due at this many ns of CLOCK_MONOTONIC.
+    pub deadline: AtomicU64,
+}
+
+pub static KNOBS: Knobs = Knobs {
+    enabled: AtomicBool::new(false),
+    interval_ns: AtomicU64::new(0),
+    rate: AtomicU64::new(0),
+    burst: AtomicU64::new(0),
+    deadline: AtomicU64::new(u64::MAX),
+};
+
+impl Knobs {
+    /// Loads the options in force at start; the first deadline is random within the interval,
+    /// so that the machines of a fleet sample different allocations.
+    pub fn load(&self, o: &Options, seed: u64) {
+        self.rate.store(o.sample_rate, Relaxed);
+        self.burst.store(o.burst, Relaxed);
+        self.enabled.store(o.enabled, Relaxed);
+        self.set_interval_ms(o.sample_interval, seed);
+    }
+
+    /// Changes the interval; a shorter interval takes effect at once.
+    pub fn set_interval_ms(&self, ms: u64, seed: u64) {
+        let ns = ms.saturating_mul(1_000_000);
+        self.interval_ns.store(ns, Relaxed);
+        if ns > 0 {
+            let due = sys::now_ns() + seed % ns;
+            self.deadline.fetch_min(due, Relaxed);
+        }
+    }
+}
+
+/// What the slow path decided for this allocation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Verdict {
+    Sample,
+    Pass,
+}
+
+/// Marks the calling thread as inside ufence: allocations it makes until [`resume`] or
+/// [`release`] take the fast path (the wrapped allocator). Returns the previous countdown.
+#[inline]
+pub fn hold() -> i64 {
+    // SAFETY: the calling thread's own block.
+    unsafe {
+        let t = state();
+        let prev = (*t).countdown;
+        (*t).countdown = BUSY;
+        prev
+    }
+}
+
+/// Ends a [`hold`] that did not run [`decide`], restoring the countdown it returned.
+#[inline]
+pub fn release(prev: i64) {
+    // SAFETY: the calling thread's own block.
+    unsafe { (*state()).countdown = prev };
+}
+
+/// Ends the slow path of an allocation: the countdown [`decide`] planned takes effect.
+#[inline]
+pub fn resume() {
+    // SAFETY: the calling thread's own block.
+    unsafe {
+        let t = state();
+        (*t).countdown = (*t).planned as i64;
+    }
+}
+
+/// The slow path, called between [`hold`] and [`resume`]. `ready` says whether the detector is usable (false while it starts or after
+/// it was disabled); `compatible` whether this request could go to the pool at all.
+#[cold]
+#[inline(never)]
+pub fn decide(ready: bool, compatible: bool, counters: &Counters) -> Verdict {
+    // SAFETY: the calling thread's own block.
+    let t = unsafe { &mut *state() };
+    let done = t.planned.max(1);
+    if !ready {
+        return t.plan(64);
+    }
+    if t.rng == 0 {
+        t.rng = sys::random_u64() ^ ((sys::gettid() as u64) << 17) | 1;
+        t.stride = 1;
+        t.last_check = sys::now_ns();
+    }
+    let k = &KNOBS;
+    if !k.enabled.load(Relaxed) {
+        return t.plan(IDLE_RECHECK);
+    }
+    let mut sample = false;
+    let mut owed = false;
+
+    // A burst continues with the allocations right after a time-based sample.
+    if t.burst_left > 0 {
+        t.burst_left -= 1;
+        sample = true;
+    }
+
+    let rate = k.rate.load(Relaxed);
+    if rate > 0 {
+        if t.rate_seen != rate {
+            // A new rate: draw afresh, counting this allocation as the first of the draw.
+            t.rate_seen = rate;
+            t.rate_left = t.draw(rate) - 1;
+        } else {
+            t.rate_left -= done as i64;
+        }
+        if t.rate_left <= 0 {
+            t.rate_left = t.draw(rate);
+            sample = true;
+        }
+    }
+
+    let interval = k.interval_ns.load(Relaxed);
+    let mut until_due = u64::MAX;
+    if interval > 0 {
+        let now = sys::now_ns();
+        let due = k.deadline.load(Relaxed);
+        if now >= due {
+            if !compatible {
+                // Keep the deadline for the next compatible allocation, as KFENCE keeps its
+                // gate open when it refuses a request.
+                owed = true;
+            } else if k
+                .deadline
+                .compare_exchange(due, now.saturating_add(interval), Relaxed, Relaxed)
+                .is_ok()
+            {
+                sample = true;
+                t.burst_left = k.burst.load(Relaxed);
+            }
+        } else {
+            until_due = due - now;
+        }
+        // Adapt the stride: about sixteen clock checks per interval at this thread's rate,
+        // growing at most twofold per step so that one idle period does not fling it wide.
+        let per_alloc = (now.saturating_sub(t.last_check) / done).max(1);
+        let ideal = (interval / 16 / per_alloc).clamp(1, MAX_STRIDE);
+        t.stride = ideal.min(t.stride * 2 + 1);
+        t.last_check = now;
+        // Land near the deadline rather than up to a stride after it.
+        until_due = (until_due / per_alloc).max(1);
+    }
+
+    if sample && !compatible {
+        crate::stats::Counters::bump(&counters.skipped_incompatible);
+        sample = false;
+    }
+
+    let mut next = IDLE_RECHECK;
+    if interval > 0 {
+        next = next.min(t.stride).min(until_due);
+    }
+    if rate > 0 {
+        next = next.min(t.rate_left.max(1) as u64);
+    }
+    if t.burst_left > 0 || owed {
+        next = 1;
+    }
+    t.plan(next);
+    if sample {
+        Verdict::Sample
+    } else {
+        Verdict::Pass
+    }
+}
+
+impl ThreadState {
+    /// Records how many allocations to let through before the next slow path; [`resume`]
+    /// applies it once the caller has finished its own slow work.
+    fn plan(&mut self, n: u64) -> Verdict {
+        self.planned = n;
+        Verdict::Pass
+    }
+
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// Allocations until the next count-based sample: geometric with mean `rate`.
+    fn draw(&mut self, rate: u64) -> i64 {
+        if rate <= 1 {
+            return 1;
+        }
+        let u = ((self.next_random() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let p = 1.0 / rate as f64;
+        let n = (u.ln() / (-p).ln_1p()).ceil();
+        n.clamp(1.0, (i64::MAX / 4) as f64) as i64
+    }
+}
+
+/// A random bit for the calling thread (object placement), after its first slow path.
+pub fn random_bit() -> bool {
+    // SAFETY: the calling thread's own block.
+    let t = unsafe { &mut *state() };
+    if t.rng == 0 {
+        t.rng = sys::random_u64() | 1;
+    }
+    t.next_random() >> 40 & 1 == 1
+}
+
+/// Forgets the calling thread's plan, so its next allocation runs the slow path (after a knob
+/// changes, or in a forked child).
+pub fn reset_thread() {
+    // SAFETY: the calling thread's own block.
+    unsafe {
+        (*state()).countdown = 0;
+        (*state()).planned = 1;
+    }
+}

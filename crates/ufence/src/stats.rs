@@ -1,0 +1,90 @@
+//! KFENCE's counters, under KFENCE's names. Updated with relaxed atomics on the slow path only
+//! (a sampled allocation, a pool free, a skip, a report); the fast path never touches them.
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A snapshot of the counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub enabled: bool,
+    pub currently_allocated: u64,
+    pub total_allocations: u64,
+    pub total_frees: u64,
+    pub zombie_allocations: u64,
+    pub total_bugs: u64,
+    pub skipped_incompatible: u64,
+    pub skipped_capacity: u64,
+    pub skipped_covered: u64,
+}
+
+impl Stats {
+    /// The counters as `name: value` lines, in KFENCE's order and words.
+    pub fn write_kfence(&self, out: &mut dyn Write) -> core::fmt::Result {
+        for (name, v) in self.fields() {
+            writeln!(out, "{name}: {v}")?;
+        }
+        Ok(())
+    }
+
+    /// Name and value of every counter, in KFENCE's order.
+    pub fn fields(&self) -> [(&'static str, u64); 9] {
+        [
+            ("enabled", self.enabled as u64),
+            ("currently allocated", self.currently_allocated),
+            ("total allocations", self.total_allocations),
+            ("total frees", self.total_frees),
+            ("zombie allocations", self.zombie_allocations),
+            ("total bugs", self.total_bugs),
+            (
+                "skipped allocations (incompatible)",
+                self.skipped_incompatible,
+            ),
+            ("skipped allocations (capacity)", self.skipped_capacity),
+            ("skipped allocations (covered)", self.skipped_covered),
+        ]
+    }
+}
+
+/// The live counters of this process.
+pub(crate) struct Counters {
+    pub allocations: AtomicU64,
+    pub frees: AtomicU64,
+    pub bugs: AtomicU64,
+    pub skipped_incompatible: AtomicU64,
+    pub skipped_capacity: AtomicU64,
+    pub skipped_covered: AtomicU64,
+}
+
+impl Counters {
+    pub const fn new() -> Counters {
+        Counters {
+            allocations: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            bugs: AtomicU64::new(0),
+            skipped_incompatible: AtomicU64::new(0),
+            skipped_capacity: AtomicU64::new(0),
+            skipped_covered: AtomicU64::new(0),
+        }
+    }
+
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self, enabled: bool) -> Stats {
+        let allocations = self.allocations.load(Relaxed);
+        let frees = self.frees.load(Relaxed);
+        Stats {
+            enabled,
+            currently_allocated: allocations.saturating_sub(frees),
+            total_allocations: allocations,
+            total_frees: frees,
+            zombie_allocations: 0,
+            total_bugs: self.bugs.load(Relaxed),
+            skipped_incompatible: self.skipped_incompatible.load(Relaxed),
+            skipped_capacity: self.skipped_capacity.load(Relaxed),
+            skipped_covered: self.skipped_covered.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,413 @@
+//! Every call into the operating system and the C library lives here, so that the rest of the
+//! crate reads as plain logic and the unsafe surface is small and audited in one place.
+//!
+//! Everything in this module is usable from an allocator's slow path and from a signal handler:
+//! nothing allocates, nothing takes a lock another thread might hold, nothing panics.
+
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// The machine's page size (4096 on every x86-64 Linux we target); read once at start.
+pub fn page_size() -> usize {
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    let p = PAGE.load(Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    // SAFETY: sysconf has no preconditions and is async-signal-safe in practice.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let v = if v > 0 { v as usize } else { 4096 };
+    PAGE.store(v, Ordering::Relaxed);
+    v
+}
+
+/// Reserves `len` bytes of inaccessible, private, anonymous address space.
+pub fn map_none(len: usize) -> Option<*mut u8> {
+    map(len, libc::PROT_NONE)
+}
+
+/// Maps `len` bytes of readable and writable private anonymous memory.
+pub fn map_rw(len: usize) -> Option<*mut u8> {
+    map(len, libc::PROT_READ | libc::PROT_WRITE)
+}
+
+fn map(len: usize, prot: i32) -> Option<*mut u8> {
+    // SAFETY: an anonymous private mapping at a kernel-chosen address touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        Some(p.cast())
+    }
+}
+
+/// Unmaps a region obtained from [`map_none`] or [`map_rw`].
+///
+/// # Safety
+/// `p..p+len` must be a mapping this crate created and nothing may use it afterwards.
+pub unsafe fn unmap(p: *mut u8, len: usize) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { libc::munmap(p.cast(), len) };
+}
+
+/// Changes the protection of whole pages inside the pool. Returns false on failure (for example
+/// ENOMEM at the map-count limit), which callers treat as "disable ufence", never as a crash.
+pub fn protect(p: *mut u8, len: usize, accessible: bool) -> bool {
+    let prot = if accessible {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_NONE
+    };
+    // SAFETY: callers only pass page-aligned ranges inside the pool, which this crate owns;
+    // changing their protection cannot affect memory of anyone else.
+    unsafe { libc::mprotect(p.cast(), len, prot) == 0 }
+}
+
+/// Writes all of `buf` to a file descriptor, retrying on EINTR and short writes.
+pub fn write_all(fd: i32, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        // SAFETY: buf is a valid readable slice for its length.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n > 0 {
+            buf = &buf[n as usize..];
+        } else if n < 0 && errno() == libc::EINTR {
+            continue;
+        } else {
+            return;
+        }
+    }
+}
+
+/// The calling thread's `errno`.
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location always returns a valid pointer to this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets the calling thread's `errno` (the C ABI layer restores it around `free`).
+pub fn set_errno(v: i32) {
+    // SAFETY: as in `errno`.
+    unsafe { *libc::__errno_location() = v };
+}
+
+/// Nanoseconds of CLOCK_MONOTONIC; served by the vDSO, so no system call on Linux.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Seconds since the epoch (for the JSON report's wall-clock time).
+pub fn wall_secs() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    ts.tv_sec as u64
+}
+
+/// The kernel thread id of the caller.
+pub fn gettid() -> u32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+}
+
+/// The process id (a system call, so it is right in a forked child without any bookkeeping).
+pub fn getpid() -> u32 {
+    // SAFETY: getpid cannot fail.
+    unsafe { libc::getpid() as u32 }
+}
+
+/// The calling thread's name (`comm`, at most 15 bytes), NUL-padded.
+pub fn thread_name() -> [u8; 16] {
+    let mut name = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer it is given.
+    unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr(), 0, 0, 0) };
+    name
+}
+
+/// 64 random bits from the kernel, or a mix of clock, pid and an address when that fails.
+pub fn random_u64() -> u64 {
+    let mut v: u64 = 0;
+    // SAFETY: getrandom writes at most 8 bytes into v; GRND_NONBLOCK keeps it from blocking early
+    // in boot.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_getrandom,
+            (&mut v as *mut u64).cast::<u8>(),
+            8usize,
+            libc::GRND_NONBLOCK,
+        )
+    };
+    if n != 8 {
+        v = now_ns() ^ ((getpid() as u64) << 32) ^ (&v as *const u64 as u64);
+    }
+    v
+}
+
+/// Reads an environment variable without allocating: a view into the process's environment.
+pub fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
+    // SAFETY: getenv returns NULL or a pointer into the environment block, which lives as long as
+    // the process unless the program calls setenv on that same name (we read it once, at start).
+    unsafe {
+        let p = libc::getenv(name.as_ptr());
+        if p.is_null() {
+            None
+        } else {
+            Some(core::ffi::CStr::from_ptr(p).to_bytes())
+        }
+    }
+}
+
+/// Installs `handler` for `sig` with SA_SIGINFO | SA_ONSTACK | SA_RESTART and returns the
+/// previous disposition, or None if sigaction failed.
+pub fn install_handler(
+    sig: i32,
+    handler: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void),
+) -> Option<libc::sigaction> {
+    // SAFETY: both structs are fully initialised; sigaction only reads `new` and writes `old`.
+    unsafe {
+        let mut new: libc::sigaction = core::mem::zeroed();
+        new.sa_sigaction = handler as usize;
+        new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+        libc::sigemptyset(&mut new.sa_mask);
+        let mut old: libc::sigaction = core::mem::zeroed();
+        if libc::sigaction(sig, &new, &mut old) != 0 {
+            return None;
+        }
+        Some(old)
+    }
+}
+
+/// Sets the disposition of `sig` back to its default action.
+pub fn reset_to_default(sig: i32) {
+    // SAFETY: as in install_handler.
+    unsafe {
+        let mut act: libc::sigaction = core::mem::zeroed();
+        act.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(sig, &act, ptr::null_mut());
+    }
+}
+
+/// Ends the process with SIGABRT even if the program blocks or handles it.
+pub fn abort_now() -> ! {
+    reset_to_default(libc::SIGABRT);
+    // SAFETY: unblocking SIGABRT and raising it are always allowed; abort() is the fallback.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGABRT);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, ptr::null_mut());
+        libc::raise(libc::SIGABRT);
+        libc::abort()
+    }
+}
+
+/// Gives the calling thread a 64 KiB alternate signal stack if it has none, so that ufence's
+/// handler (and any handler chained behind it) can run even when the thread's own stack is
+/// exhausted. The stack is deliberately never freed: it is made once, for the thread that
+/// starts ufence, not per thread.
+pub fn ensure_altstack() {
+    const SIZE: usize = 64 * 1024;
+    // SAFETY: querying with a null new-stack pointer only writes `cur`.
+    unsafe {
+        let mut cur: libc::stack_t = core::mem::zeroed();
+        if libc::sigaltstack(ptr::null(), &mut cur) != 0 || cur.ss_flags & libc::SS_DISABLE == 0 {
+            return;
+        }
+        let Some(mem) = map_rw(SIZE) else { return };
+        let st = libc::stack_t {
+            ss_sp: mem.cast(),
+            ss_flags: 0,
+            ss_size: SIZE,
+        };
+        if libc::sigaltstack(&st, ptr::null_mut()) != 0 {
+            unmap(mem, SIZE);
+        }
+    }
+}
+
+/// A file opened read-only and mapped whole, for reading ELF symbol tables in a report.
+pub struct MappedFile {
+    pub data: &'static [u8],
+}
+
+impl MappedFile {
+    /// Opens and maps a file by NUL-terminated path; None if it cannot be read.
+    pub fn open(path: &core::ffi::CStr) -> Option<MappedFile> {
+        // SAFETY: open/fstat/mmap/close on a path we own; the mapping is private and read-only
+        // and is unmapped in Drop.
+        unsafe {
+            let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return None;
+            }
+            let mut st: libc::stat = core::mem::zeroed();
+            let ok = libc::fstat(fd, &mut st) == 0 && st.st_size > 0;
+            let len = st.st_size as usize;
+            let p = if ok {
+                libc::mmap(
+                    ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE,
+                    fd,
+                    0,
+                )
+            } else {
+                libc::MAP_FAILED
+            };
+            libc::close(fd);
+            if p == libc::MAP_FAILED {
+                return None;
+            }
+            Some(MappedFile {
+                data: core::slice::from_raw_parts(p as *const u8, len),
+            })
+        }
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // SAFETY: data is exactly the mapping created in open and is not used after drop.
+        unsafe { libc::munmap(self.data.as_ptr() as *mut _, self.data.len()) };
+    }
+}
+
+/// Registers fork handlers (glibc may allocate here; callers tolerate the re-entry).
+pub fn at_fork(prepare: extern "C" fn(), parent: extern "C" fn(), child: extern "C" fn()) {
+    // SAFETY: the three callbacks are plain functions with the C ABI and live forever.
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+}
+
+/// Yields the CPU while spinning on one of ufence's own short critical sections.
+pub fn yield_now() {
+    // SAFETY: sched_yield has no preconditions.
+    unsafe { libc::sched_yield() };
+}
+
+/// Where code at address `pc` was loaded from: the module's load base and its path.
+/// Uses glibc's lock-free `_dl_find_object` (2.35+), which is safe in a signal handler; falls
+/// back to `dladdr` (which takes the loader lock) when it is not available.
+pub fn module_of(pc: usize) -> Option<(usize, &'static core::ffi::CStr)> {
+    #[repr(C)]
+    struct DlFindObject {
+        flags: libc::c_ulonglong,
+        map_start: *mut libc::c_void,
+        map_end: *mut libc::c_void,
+        link_map: *mut LinkMap,
+        eh_frame: *mut libc::c_void,
+        reserved: [*mut libc::c_void; 7],
+    }
+    #[repr(C)]
+    struct LinkMap {
+        l_addr: usize,
+        l_name: *const libc::c_char,
+    }
+    type FindFn = unsafe extern "C" fn(*mut libc::c_void, *mut DlFindObject) -> i32;
+    static FIND: AtomicUsize = AtomicUsize::new(1);
+    let mut f = FIND.load(Ordering::Relaxed);
+    if f == 1 {
+        // SAFETY: dlsym with a NUL-terminated name; the result is a function pointer or null.
+        f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) } as usize;
+        FIND.store(f, Ordering::Relaxed);
+    }
+    if f != 0 {
+        // SAFETY: f is glibc's _dl_find_object, whose signature is FindFn; the out-struct is
+        // sized as glibc documents it.
+        unsafe {
+            let find: FindFn = core::mem::transmute::<usize, FindFn>(f);
+            let mut out: DlFindObject = core::mem::zeroed();
+            if find(pc as *mut _, &mut out) == 0 && !out.link_map.is_null() {
+                let lm = &*out.link_map;
+                let name = if lm.l_name.is_null() {
+                    c""
+                } else {
+                    core::ffi::CStr::from_ptr(lm.l_name)
+                };
+                return Some((lm.l_addr, name));
+            }
+        }
+    }
+    // SAFETY: dladdr only writes the Dl_info out-struct.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(pc as *const _, &mut info) != 0 && !info.dli_fname.is_null() {
+            return Some((
+                info.dli_fbase as usize,
+                core::ffi::CStr::from_ptr(info.dli_fname),
+            ));
+        }
+    }
+    None
+}
+
+/// ufence's per-thread state: eight words of initial-exec TLS, zero in every new thread.
+///
+/// Rust's `thread_local!` in a shared library goes through `__tls_get_addr`, which may call
+/// `malloc` (re-entering the preload) and costs a call on every allocation. glibc asks
+/// replacement allocators for initial-exec TLS instead: a fixed offset from `%fs`, resolved once
+/// by the loader. Stable Rust has no attribute for that, so the variable is declared in assembly.
+#[cfg(target_arch = "x86_64")]
+mod thread_block {
+    core::arch::global_asm!(
+        ".pushsection .tbss.ufence_thread_block,\"awT\",@nobits",
+        ".p2align 6",
+        ".globl ufence_thread_block_v1",
+        ".hidden ufence_thread_block_v1",
+        ".type ufence_thread_block_v1,@object",
+        ".size ufence_thread_block_v1,64",
+        "ufence_thread_block_v1:",
+        ".zero 64",
+        ".popsection",
+    );
+
+    /// The calling thread's block.
+    #[inline(always)]
+    pub fn get() -> *mut [u64; 8] {
+        let p: *mut [u64; 8];
+        // SAFETY: reads the thread pointer and adds the loader-resolved TLS offset of a 64-byte
+        // object that exists in every thread; touches no other memory.
+        unsafe {
+            core::arch::asm!(
+                "mov {p}, qword ptr fs:[0]",
+                "add {p}, qword ptr [rip + ufence_thread_block_v1@GOTTPOFF]",
+                p = out(reg) p,
+                options(pure, readonly, nostack, preserves_flags)
+            );
+        }
+        p
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod thread_block {
+    use core::cell::UnsafeCell;
+    std::thread_local! {
+        static BLOCK: UnsafeCell<[u64; 8]> = const { UnsafeCell::new([0; 8]) };
+    }
+    /// The calling thread's block (portable fallback; slower in a shared library).
+    #[inline(always)]
+    pub fn get() -> *mut [u64; 8] {
+        BLOCK.with(|b| b.get())
+    }
+}
+
+pub use thread_block::get as thread_block;
