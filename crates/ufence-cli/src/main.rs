@@ -1,1 +1,108 @@
-fn main() {}
+//! The `ufence` command: run a program under the preload, show a demo, list the options.
+
+mod demo;
+mod preload;
+mod run;
+
+use clap::{Arg, ArgAction, Command};
+use std::process::ExitCode;
+use ufence_core::options::SPECS;
+
+fn cli() -> Command {
+    let mut run = Command::new("run")
+        .about("Run PROGRAM under libufence.so and return its exit status (128+N for signal N)")
+        .arg(
+            Arg::new("lib")
+                .long("lib")
+                .value_name("PATH")
+                .help("libufence.so to preload (default: $UFENCE_LIB, then next to this binary)"),
+        )
+        .arg(
+            Arg::new("command")
+                .value_name("PROGRAM [ARGS]...")
+                .num_args(1..)
+                .trailing_var_arg(true)
+                .allow_hyphen_values(true)
+                .required(true),
+        )
+        .after_help(
+            "Options are also read from UFENCE_OPTIONS (key=value pairs); those given here win.",
+        );
+    // One flag per option of the table, with its doc and default.
+    for spec in SPECS {
+        run = run.arg(
+            Arg::new(spec.name)
+                .long(spec.name)
+                .alias(spec.name.replace('_', "-"))
+                .value_name(spec.kind)
+                .action(ArgAction::Set)
+                .help(format!("{} [default: {}]", spec.doc, spec.default)),
+        );
+    }
+    Command::new("ufence")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Sampling heap memory-safety error detector: KFENCE for user space")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(run)
+        .subcommand(
+            Command::new("demo")
+                .about(
+                    "Show ufence catching a use-after-free and an off-by-one in a small workload",
+                )
+                .arg(Arg::new("lib").long("lib").value_name("PATH")),
+        )
+        .subcommand(
+            Command::new("options")
+                .about("List every option with its type, default and meaning")
+                .arg(
+                    Arg::new("markdown")
+                        .long("markdown")
+                        .action(ArgAction::SetTrue)
+                        .help("As a markdown table (for the README)"),
+                ),
+        )
+        .subcommand(
+            Command::new(demo::WORKLOAD_VERB)
+                .hide(true)
+                .arg(Arg::new("bug").required(true)),
+        )
+}
+
+fn main() -> ExitCode {
+    let matches = cli().get_matches();
+    let result = match matches.subcommand() {
+        Some(("run", m)) => run::main(m),
+        Some(("demo", m)) => demo::main(m.get_one::<String>("lib").map(String::as_str)),
+        Some(("options", m)) => {
+            print_options(m.get_flag("markdown"));
+            Ok(0)
+        }
+        Some((demo::WORKLOAD_VERB, m)) => demo::workload(m.get_one::<String>("bug").unwrap()),
+        _ => unreachable!("clap requires a subcommand"),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(msg) => {
+            eprintln!("ufence: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_options(markdown: bool) {
+    if markdown {
+        println!("| option | default | meaning |\n| --- | --- | --- |");
+        for s in SPECS {
+            println!("| `{}` | {} | {} |", s.name, s.default, s.doc);
+        }
+    } else {
+        for s in SPECS {
+            let rt = if s.runtime { ", runtime" } else { "" };
+            println!(
+                "{} ({}, default {}{rt})\n    {}",
+                s.name, s.kind, s.default, s.doc
+            );
+        }
+    }
+}

@@ -87,9 +87,13 @@ fn is_allocator_frame(name: &[u8]) -> bool {
         b"cfree",
     ];
     const PREFIX: &[&[u8]] = &[
-        b"_ZN6ufence",
-        b"_ZN13ufence_",
-        b"_ZN14ufence_",
+        // The detector's own entry points and modules (legacy mangling); not any crate that
+        // happens to be called ufence.
+        b"_ZN6ufence8detector",
+        b"_ZN6ufence7sampler",
+        b"_ZN6ufence5stack",
+        b"_ZN6ufence9alloc_slow",
+        b"_ZN6ufence9free_slow",
         b"_RN",
         b"__rust_alloc",
         b"__rust_dealloc",
@@ -113,7 +117,7 @@ fn is_allocator_frame(name: &[u8]) -> bool {
     }
     if PREFIX.iter().any(|p| name.starts_with(p)) {
         // Rust v0 symbols (`_RN`) are only cut when they are ufence's own.
-        return !name.starts_with(b"_RN") || contains(name, b"6ufence");
+        return !name.starts_with(b"_RN") || contains(name, b"6ufence8detector");
     }
     contains(name, b"ufence..Guarded") || contains(name, b"ufence6Guarded")
 }
@@ -318,6 +322,9 @@ mod tests {
             b"_ZN6ufence8detector11alloc_slow17h0123456789abcdefE"
         ));
         assert!(!is_allocator_frame(b"main"));
+        assert!(!is_allocator_frame(
+            b"_ZN6ufence4demo12open_session17h0123456789abcdefE"
+        ));
         assert!(!is_allocator_frame(b"make_object"));
         assert!(!is_allocator_frame(b"_RNvCs1234_7myprog4main"));
     }
