@@ -25,6 +25,9 @@ static START_NS: AtomicU64 = AtomicU64::new(0);
 static ABORT_ON_ERROR: AtomicBool = AtomicBool::new(false);
 static PRELOAD: AtomicBool = AtomicBool::new(false);
 static REPORT_LOCK: SpinLock = SpinLock::new();
+/// The top of the stack reports are printed on (held under REPORT_LOCK); 0 if none could be had.
+static REPORT_STACK: AtomicUsize = AtomicUsize::new(0);
+const REPORT_STACK_SIZE: usize = 256 * 1024;
 pub(crate) static COUNTERS: Counters = Counters::new();
 
 struct Once<T>(UnsafeCell<MaybeUninit<T>>);
@@ -112,6 +115,10 @@ fn start(defaults: &Options) -> bool {
         STATE.store(OFF, Release);
         return false;
     }
+    // Lazily backed by the kernel: costs address space, not memory, until a report is printed.
+    if let Some(st) = sys::map_rw(REPORT_STACK_SIZE) {
+        REPORT_STACK.store(st as usize + REPORT_STACK_SIZE, Relaxed);
+    }
     ABORT_ON_ERROR.store(opts.on_error == OnError::Abort, Relaxed);
     KNOBS.load(&opts, seed);
     sys::at_fork(fork_prepare, fork_parent, fork_child);
@@ -169,6 +176,7 @@ fn pool_alloc(pool: &Pool, size: usize, align: usize, entry_sp: usize) -> *mut u
         Counters::bump(&COUNTERS.skipped_capacity);
         return core::ptr::null_mut();
     };
+    fault::ensure_installed();
     let page = pool.page_of_slot(i);
     if !sys::protect(page as *mut u8, pool.page, true) {
         // Most likely the map-count limit: give the slot back and stop sampling for good.
@@ -291,7 +299,12 @@ pub fn report_error(pool: &Pool, e: &Error) {
         // stuck elsewhere while holding it must not hang this one forever.
         let locked = REPORT_LOCK.try_lock_for(10_000);
         Counters::bump(&COUNTERS.bugs);
-        report::print(e, pool);
+        let top = REPORT_STACK.load(Relaxed);
+        if locked && top != 0 {
+            sys::run_on_stack(top, &mut || report::print(e, pool));
+        } else {
+            report::print(e, pool);
+        }
         if locked {
             REPORT_LOCK.unlock();
         }

@@ -36,6 +36,28 @@ pub fn install() -> bool {
     true
 }
 
+/// Puts ufence's handler back if the program (or a runtime such as Rust's std, which installs
+/// its stack-overflow handler without looking at what is there) replaced it after ufence
+/// started; the replacement becomes the handler ufence chains to. Called on the sampled
+/// allocation path, so a pool object never exists without ufence's handler in front.
+pub fn ensure_installed() {
+    for (n, sig) in SIGNALS.into_iter().enumerate() {
+        let Some(cur) = sys::current_handler(sig) else {
+            continue;
+        };
+        if cur.sa_sigaction == on_fault as *const () as usize {
+            continue;
+        }
+        if let Some(old) = sys::install_handler(sig, on_fault) {
+            if old.sa_sigaction != on_fault as *const () as usize {
+                // SAFETY: see `Previous`: a racing fault may see the old or the new value,
+                // both valid handlers to chain to.
+                unsafe { (*PREVIOUS.0.get())[n] = old };
+            }
+        }
+    }
+}
+
 extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let saved_errno = sys::errno();
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.

@@ -153,6 +153,15 @@ macro_rules! declare_options {
             /// The defaults, as declared in the table.
             pub const DEFAULT: Options = Options { $( $name: $default, )+ };
 
+            $(
+                /// Builder: returns these options with this one changed (not range-checked:
+                /// code is trusted; `UFENCE_OPTIONS` still overrides it at start).
+                pub const fn $name(mut self, value: $ty) -> Self {
+                    self.$name = value;
+                    self
+                }
+            )+
+
             /// Sets one option from its textual value, checking type and bounds.
             pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<(), OptionError> {
                 $(

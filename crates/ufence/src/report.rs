@@ -200,6 +200,12 @@ pub fn print(e: &Error, pool: &Pool) {
             Some((name, _)) => {
                 let _ = write!(out, "{}", Demangled(name));
             }
+            // No symbol (e.g. inside a stripped libc): the module and offset, which stay the
+            // same from run to run, unlike the address.
+            None if !f.module.is_empty() => {
+                let base = f.module.rsplit(|&c| c == b'/').next().unwrap_or(f.module);
+                let _ = write!(out, "{}+{:#x}", Escaped(base), f.offset);
+            }
             None => {
                 let _ = write!(out, "{:#x}", f.pc);
             }

@@ -103,22 +103,20 @@ pub fn capture(entry_sp: usize) -> Stack {
 /// everything above the faulting instruction `fault_pc` is dropped. If the unwinder cannot
 /// cross the signal frame, the stack is just the faulting instruction.
 pub fn capture_from_fault(fault_pc: usize) -> Stack {
-    let all = capture(0);
-    let frames = all.frames();
-    match frames.iter().position(|&pc| pc == fault_pc) {
+    // One Stack, shifted in place: this runs on the signal stack, which may be small.
+    let mut st = capture(0);
+    let n = st.len as usize;
+    match st.frames[..n].iter().position(|&pc| pc == fault_pc) {
         Some(i) => {
-            let mut out = Stack::EMPTY;
-            for &pc in &frames[i..] {
-                out.push(pc);
-            }
-            out
+            st.frames.copy_within(i..n, 0);
+            st.len = (n - i) as u32;
         }
         None => {
-            let mut out = Stack::EMPTY;
-            out.push(fault_pc);
-            out
+            st.frames[0] = fault_pc;
+            st.len = 1;
         }
     }
+    st
 }
 
 /// The address of a local of the caller's frame, used as `entry_sp` by allocator entry points.

@@ -108,17 +108,22 @@ fn exe_path() -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(BUF.0.get().cast::<u8>(), len) }
 }
 
-fn rd<const N: usize>(d: &[u8], at: usize) -> Option<[u8; N]> {
+/// N bytes at `base + off`; None when out of the file (or the sum overflows: hostile input).
+fn rd<const N: usize>(d: &[u8], base: usize, off: usize) -> Option<[u8; N]> {
+    let at = base.checked_add(off)?;
     d.get(at..at.checked_add(N)?)?.try_into().ok()
 }
-fn u16_at(d: &[u8], at: usize) -> Option<u16> {
-    rd::<2>(d, at).map(u16::from_le_bytes)
+fn u8_at(d: &[u8], base: usize, off: usize) -> Option<u8> {
+    rd::<1>(d, base, off).map(|b| b[0])
 }
-fn u32_at(d: &[u8], at: usize) -> Option<u32> {
-    rd::<4>(d, at).map(u32::from_le_bytes)
+fn u16_at(d: &[u8], base: usize, off: usize) -> Option<u16> {
+    rd::<2>(d, base, off).map(u16::from_le_bytes)
 }
-fn u64_at(d: &[u8], at: usize) -> Option<u64> {
-    rd::<8>(d, at).map(u64::from_le_bytes)
+fn u32_at(d: &[u8], base: usize, off: usize) -> Option<u32> {
+    rd::<4>(d, base, off).map(u32::from_le_bytes)
+}
+fn u64_at(d: &[u8], base: usize, off: usize) -> Option<u64> {
+    rd::<8>(d, base, off).map(u64::from_le_bytes)
 }
 
 const SHT_SYMTAB: u32 = 2;
@@ -131,20 +136,20 @@ pub fn elf_function(d: &[u8], addr: usize) -> Option<(&[u8], usize)> {
     if d.get(..4)? != b"\x7fELF" || *d.get(4)? != 2 || *d.get(5)? != 1 {
         return None;
     }
-    let shoff = u64_at(d, 0x28)? as usize;
-    let shentsize = u16_at(d, 0x3a)? as usize;
-    let shnum = u16_at(d, 0x3c)? as usize;
+    let shoff = u64_at(d, 0, 0x28)? as usize;
+    let shentsize = u16_at(d, 0, 0x3a)? as usize;
+    let shnum = u16_at(d, 0, 0x3c)? as usize;
     if shentsize < 64 {
         return None;
     }
     let section = |i: usize| -> Option<(u32, usize, usize, u32, usize)> {
         let h = shoff.checked_add(i.checked_mul(shentsize)?)?;
         Some((
-            u32_at(d, h + 4)?,             // sh_type
-            u64_at(d, h + 0x18)? as usize, // sh_offset
-            u64_at(d, h + 0x20)? as usize, // sh_size
-            u32_at(d, h + 0x28)?,          // sh_link
-            u64_at(d, h + 0x38)? as usize, // sh_entsize
+            u32_at(d, h, 4)?,             // sh_type
+            u64_at(d, h, 0x18)? as usize, // sh_offset
+            u64_at(d, h, 0x20)? as usize, // sh_size
+            u32_at(d, h, 0x28)?,          // sh_link
+            u64_at(d, h, 0x38)? as usize, // sh_entsize
         ))
     };
     for wanted in [SHT_SYMTAB, SHT_DYNSYM] {
@@ -178,9 +183,9 @@ fn scan_symbols<'a>(
     let mut best: Option<(usize, u32)> = None;
     for k in 0..size / entsize {
         let s = off.checked_add(k * entsize)?;
-        let info = *d.get(s + 4)?;
-        let value = u64_at(d, s + 8)? as usize;
-        let sz = u64_at(d, s + 16)? as usize;
+        let info = u8_at(d, s, 4)?;
+        let value = u64_at(d, s, 8)? as usize;
+        let sz = u64_at(d, s, 16)? as usize;
         if info & 0xf != STT_FUNC || value == 0 || addr < value {
             continue;
         }
@@ -190,7 +195,7 @@ fn scan_symbols<'a>(
             addr - value < sz
         };
         if inside && best.is_none_or(|(v, _)| value > v) {
-            best = Some((value, u32_at(d, s)?));
+            best = Some((value, u32_at(d, s, 0)?));
         }
     }
     let (value, name_off) = best?;
@@ -199,18 +204,33 @@ fn scan_symbols<'a>(
     Some((&name[..end], addr - value))
 }
 
-/// Shows a symbol demangled when it is a Rust symbol, as is otherwise.
+/// Shows a symbol demangled (Rust without its hash, C++ as `name(args)`), as is otherwise.
+///
+/// Rust demangling does not allocate. C++ demangling does, through the wrapped allocator:
+/// reports run with the thread held (`sampler::hold`), so those allocations never come back
+/// into ufence, and the faulting thread cannot be inside the C library's allocator (which
+/// never touches pool memory), so its locks are free.
 pub struct Demangled<'a>(pub &'a [u8]);
 
 impl core::fmt::Display for Demangled<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        match core::str::from_utf8(self.0) {
-            Ok(s) => match rustc_demangle::try_demangle(s) {
-                Ok(d) => write!(f, "{d:#}"),
-                Err(_) => f.write_str(s),
-            },
-            Err(_) => write!(f, "{}", crate::fmt::Escaped(self.0)),
+        let Ok(s) = core::str::from_utf8(self.0) else {
+            return write!(f, "{}", crate::fmt::Escaped(self.0));
+        };
+        if let Ok(d) = rustc_demangle::try_demangle(s) {
+            return write!(f, "{d:#}");
         }
+        if s.starts_with("_Z") {
+            if let Ok(sym) = cpp_demangle::Symbol::new(s) {
+                let mut text = crate::fmt::BufWriter::<256>::new();
+                if core::fmt::Write::write_fmt(&mut text, format_args!("{sym}")).is_ok()
+                    && !text.is_empty()
+                {
+                    return f.write_str(core::str::from_utf8(text.as_bytes()).unwrap_or(s));
+                }
+            }
+        }
+        f.write_str(s)
     }
 }
 

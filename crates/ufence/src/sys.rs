@@ -194,6 +194,15 @@ pub fn install_handler(
     }
 }
 
+/// The current disposition of `sig`.
+pub fn current_handler(sig: i32) -> Option<libc::sigaction> {
+    // SAFETY: a null new action only queries; `cur` is a valid out-pointer.
+    unsafe {
+        let mut cur: libc::sigaction = core::mem::zeroed();
+        (libc::sigaction(sig, ptr::null(), &mut cur) == 0).then_some(cur)
+    }
+}
+
 /// Sets the disposition of `sig` back to its default action.
 pub fn reset_to_default(sig: i32) {
     // SAFETY: as in install_handler.
@@ -411,3 +420,42 @@ mod thread_block {
 }
 
 pub use thread_block::get as thread_block;
+
+/// Runs `f` on the stack whose highest address is `top` and comes back to the current one.
+///
+/// Reports symbolize and format on a stack of ufence's own, because the fault handler may be
+/// running on a small alternate signal stack (Rust's std gives its threads about 12 KiB).
+/// Nothing unwinds across this switch: the crate is built with `panic = "abort"` and `f` must
+/// not panic.
+pub fn run_on_stack(top: usize, f: &mut dyn FnMut()) {
+    extern "C" fn trampoline(arg: *mut core::ffi::c_void) {
+        // SAFETY: arg is the `&mut &mut dyn FnMut()` passed below, alive for the call.
+        let f = unsafe { &mut *(arg as *mut &mut dyn FnMut()) };
+        f();
+    }
+    let mut f = f;
+    let arg = (&mut f as *mut &mut dyn FnMut()).cast::<core::ffi::c_void>();
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `top` is the end of a writable mapping reserved for this purpose and used by one
+    // thread at a time (under the report lock). The old stack pointer is kept in r12, which the
+    // callee preserves by the C ABI; the call sees a 16-byte aligned stack as the ABI requires.
+    unsafe {
+        core::arch::asm!(
+            "mov r12, rsp",
+            "mov rsp, {top}",
+            "and rsp, -16",
+            "call {tramp}",
+            "mov rsp, r12",
+            top = in(reg) top,
+            tramp = in(reg) trampoline as extern "C" fn(*mut core::ffi::c_void),
+            in("rdi") arg,
+            out("r12") _,
+            clobber_abi("C"),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = top;
+        trampoline(arg);
+    }
+}
