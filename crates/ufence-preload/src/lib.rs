@@ -10,6 +10,11 @@
 //! The crate is built with `panic = "abort"`, and nothing here can panic: no unwinding ever
 //! crosses the C ABI.
 
+// The exported functions are the C library's malloc family: their callers are C programs bound
+// by the C contract (pass pointers these functions returned), not Rust code that could be
+// protected by an `unsafe` marker.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use ufence_core as uf;

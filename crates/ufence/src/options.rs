@@ -194,7 +194,7 @@ macro_rules! declare_options {
                 name: stringify!($name),
                 kind: <$ty as OptionValue>::KIND,
                 default: $dflt_text,
-                doc: concat!($($doc),+),
+                doc: concat!($($doc),+).trim_ascii_start(),
                 runtime: $rt,
             }, )+
         ];
@@ -212,14 +212,8 @@ declare_options! {
     num_objects: u64 = 255, "255", range 1..=65_535, runtime false;
     /// After an error: `continue` reports once per object and goes on (KFENCE), `abort` reports then raises SIGABRT.
     on_error: OnError = OnError::Continue, "continue", range 0..=0, runtime true;
-    /// Also write each report as one JSON file into this directory.
-    report_dir: InlinePath = InlinePath::EMPTY, "(unset)", range 0..=0, runtime false;
     /// Extra consecutive allocations sampled after each interval expires (KFENCE `burst`).
     burst: u64 = 0, "0", range 0..=1_000, runtime true;
-    /// Percent of the pool in use above which allocations from an already-sampled site are skipped (KFENCE).
-    skip_covered_thresh: u64 = 75, "75", range 0..=100, runtime true;
-    /// 1: the interval follows pool occupancy so that the pool never starves.
-    adaptive: bool = false, "0", range 0..=1, runtime true;
 }
 
 impl Default for Options {
@@ -251,9 +245,9 @@ pub fn apply_env(opts: &mut Options) {
         parse_into(opts, text, &mut |pair, err| {
             let mut line = BufWriter::<320>::new();
             let shown = &pair[..pair.len().min(200)];
-            let _ = write!(
+            let _ = writeln!(
                 line,
-                "ufence: warning: {} in UFENCE_OPTIONS: '{}'; keeping the default\n",
+                "ufence: warning: {} in UFENCE_OPTIONS: '{}'; keeping the default",
                 match err {
                     OptionError::UnknownKey => "unknown option",
                     OptionError::BadValue => "bad value",
@@ -300,10 +294,10 @@ mod tests {
 
     #[test]
     fn overflow_and_range() {
-        let (o, bad) = parse("sample_rate=99999999999999999999999:skip_covered_thresh=101");
+        let (o, bad) = parse("sample_rate=99999999999999999999999:burst=1001");
         assert_eq!(bad, 2);
         assert_eq!(o.sample_rate, 0);
-        assert_eq!(o.skip_covered_thresh, 75);
+        assert_eq!(o.burst, 0);
     }
 
     #[test]
@@ -318,9 +312,12 @@ mod tests {
     }
 
     #[test]
-    fn report_dir_path() {
-        let (o, bad) = parse("report_dir=/tmp/x");
-        assert_eq!(bad, 0);
-        assert_eq!(o.report_dir.as_bytes(), b"/tmp/x");
+    fn path_values() {
+        assert_eq!(
+            InlinePath::parse(b"/tmp/x", 0, 0).unwrap().as_bytes(),
+            b"/tmp/x"
+        );
+        assert!(InlinePath::parse(&[b'a'; 300], 0, 0).is_none());
+        assert!(InlinePath::parse(b"", 0, 0).is_none());
     }
 }

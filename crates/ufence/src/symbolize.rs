@@ -240,7 +240,7 @@ mod tests {
 
     #[inline(never)]
     fn a_named_function() -> usize {
-        a_named_function as usize
+        a_named_function as *const () as usize
     }
 
     #[test]

@@ -375,6 +375,7 @@ fn options_warn() {
 }
 
 #[inline(never)]
+#[allow(unconditional_recursion)] // the point: overflow the stack
 fn recurse(n: u64) -> u64 {
     let buf = [n; 64];
     std::hint::black_box(&buf);
@@ -414,6 +415,31 @@ fn stats_counts() {
     print!("{}", String::from_utf8_lossy(text.as_bytes()));
 }
 
+/// Allocates and frees continuously for `ms` milliseconds; prints how many allocations were
+/// sampled and the lengths of the runs of consecutive sampled allocations.
+#[inline(never)]
+fn timed(ms: u64) {
+    let start = std::time::Instant::now();
+    let (mut total, mut sampled, mut run) = (0u64, 0u64, 0u64);
+    let mut runs = Vec::new();
+    while start.elapsed().as_millis() < ms as u128 {
+        let p = alloc(48, 8);
+        total += 1;
+        if ufence::owns(p) {
+            sampled += 1;
+            run += 1;
+        } else if run > 0 {
+            runs.push(run);
+            run = 0;
+        }
+        dealloc(p, 48, 8);
+    }
+    println!("total={total}");
+    println!("sampled={sampled}");
+    let runs: Vec<String> = runs.iter().map(u64::to_string).collect();
+    println!("runs={}", runs.join(","));
+}
+
 fn run_scenario(name: &str) {
     match name {
         "oob_read_right" => oob_read_right(),
@@ -439,6 +465,7 @@ fn run_scenario(name: &str) {
         "options_warn" => options_warn(),
         "stack_overflow" => stack_overflow(),
         "stats_counts" => stats_counts(),
+        "timed" => timed(400),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -777,6 +804,53 @@ fn t_stats() {
     }
 }
 
+fn t_interval() {
+    // KFENCE semantics: one sample per interval, however fast the program allocates.
+    let r = run("timed", "sample_interval=20");
+    let total: u64 = r.fact("total").parse().unwrap();
+    let sampled: u64 = r.fact("sampled").parse().unwrap();
+    assert!(total > 100_000, "{}", r.dump());
+    assert!(
+        (12..=22).contains(&sampled),
+        "400 ms / 20 ms: {sampled}\n{}",
+        r.dump()
+    );
+    // Off means off.
+    let r = run("timed", "sample_interval=0");
+    assert_eq!(r.fact("sampled"), "0", "{}", r.dump());
+    let r = run("timed", "enabled=0:sample_rate=1");
+    assert_eq!(r.fact("sampled"), "0", "{}", r.dump());
+}
+
+fn t_burst() {
+    // Each interval's sample is followed by `burst` more consecutive ones.
+    let r = run("timed", "sample_interval=50:burst=3");
+    let runs = r.fact("runs");
+    let runs: Vec<u64> = runs
+        .split(',')
+        .filter_map(|x| x.trim().parse().ok())
+        .collect();
+    assert!(runs.len() >= 4, "{}", r.dump());
+    assert!(
+        runs.iter().all(|&n| n == 4),
+        "runs of 1+3: {runs:?}\n{}",
+        r.dump()
+    );
+}
+
+fn t_rate() {
+    // GWP-ASan semantics: each allocation with probability 1/N.
+    let r = run("timed", "sample_interval=0:sample_rate=1000");
+    let total: f64 = r.fact("total").parse().unwrap();
+    let sampled: f64 = r.fact("sampled").parse().unwrap();
+    let expect = total / 1000.0;
+    assert!(
+        (sampled - expect).abs() < 5.0 * expect.sqrt() + 3.0,
+        "{sampled} sampled of {total}\n{}",
+        r.dump()
+    );
+}
+
 fn t_defaults_quiet() {
     // At the defaults (one sample per 100 ms) nothing is sampled in a short program, and a
     // sampled-but-clean run stays silent.
@@ -813,6 +887,9 @@ fn main() {
         ("stack_overflow", t_stack_overflow),
         ("stats", t_stats),
         ("defaults_quiet", t_defaults_quiet),
+        ("interval", t_interval),
+        ("burst", t_burst),
+        ("rate", t_rate),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)
