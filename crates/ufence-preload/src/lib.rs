@@ -46,36 +46,45 @@ fn natural_align(size: usize) -> usize {
     }
 }
 
-/// Tries the pool for a sampled request; null means "not sampled, use glibc".
-#[inline(always)]
-fn sampled(size: usize, align: usize) -> *mut c_void {
-    if uf::sample_tick() {
-        uf::alloc_slow(size, align, &DEFAULTS).cast()
-    } else {
-        core::ptr::null_mut()
-    }
-}
+// Every entry point is the sampling check (or, for `free`, the pool range check) followed by a
+// tail call into glibc; whatever else a sampled request needs lives in the `#[cold]` functions
+// below, out of line, so the fast path needs no stack frame.
 
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
-    let p = sampled(size, natural_align(size));
-    if !p.is_null() {
-        return p;
+    if uf::sample_tick() {
+        return malloc_sampled(size);
     }
     // SAFETY: glibc's malloc accepts any size.
+    unsafe { __libc_malloc(size) }
+}
+
+#[cold]
+#[inline(never)]
+fn malloc_sampled(size: usize) -> *mut c_void {
+    let p = uf::alloc_slow(size, natural_align(size), &DEFAULTS);
+    if !p.is_null() {
+        return p.cast();
+    }
+    // SAFETY: as in malloc.
     unsafe { __libc_malloc(size) }
 }
 
 #[no_mangle]
 pub extern "C" fn free(p: *mut c_void) {
     if uf::owns(p.cast()) {
-        let e = uf::sys::errno();
-        uf::free_slow(p.cast());
-        uf::sys::set_errno(e);
-    } else {
-        // SAFETY: not a pool pointer, so it is glibc's (or null, which glibc accepts).
-        unsafe { __libc_free(p) }
+        return free_pool(p);
     }
+    // SAFETY: not a pool pointer, so it is glibc's (or null, which glibc accepts).
+    unsafe { __libc_free(p) }
+}
+
+#[cold]
+#[inline(never)]
+fn free_pool(p: *mut c_void) {
+    let e = uf::sys::errno();
+    uf::free_slow(p.cast());
+    uf::sys::set_errno(e);
 }
 
 /// glibc's `cfree`, an old alias of `free` some programs still call.
@@ -86,15 +95,25 @@ pub extern "C" fn cfree(p: *mut c_void) {
 
 #[no_mangle]
 pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
-    if let Some(total) = n.checked_mul(size) {
-        let p = sampled(total, natural_align(total));
-        if !p.is_null() {
-            // SAFETY: p is a fresh pool object of `total` writable bytes.
-            unsafe { core::ptr::write_bytes(p.cast::<u8>(), 0, total) };
-            return p;
-        }
+    if uf::sample_tick() {
+        return calloc_sampled(n, size);
     }
     // SAFETY: glibc's calloc checks the overflow itself and sets ENOMEM.
+    unsafe { __libc_calloc(n, size) }
+}
+
+#[cold]
+#[inline(never)]
+fn calloc_sampled(n: usize, size: usize) -> *mut c_void {
+    if let Some(total) = n.checked_mul(size) {
+        let p = uf::alloc_slow(total, natural_align(total), &DEFAULTS);
+        if !p.is_null() {
+            // SAFETY: p is a fresh pool object of `total` writable bytes.
+            unsafe { core::ptr::write_bytes(p, 0, total) };
+            return p.cast();
+        }
+    }
+    // SAFETY: as in calloc.
     unsafe { __libc_calloc(n, size) }
 }
 
@@ -104,40 +123,55 @@ pub extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         return malloc(size);
     }
     if uf::owns(p.cast()) {
-        if size == 0 {
-            // glibc frees and returns NULL for realloc(p, 0).
-            free(p);
-            return core::ptr::null_mut();
-        }
-        let Some(old) = uf::object_size(p.cast()) else {
-            // Not a live object: let free() report the double or invalid free. In continue
-            // mode the program gets fresh memory, as if the bad pointer had been NULL.
-            free(p);
-            return malloc(size);
-        };
-        // A sampled object always moves, so the old address is a use-after-free trap.
-        let new = malloc(size);
-        if !new.is_null() {
-            // SAFETY: both objects are live and at least min(old, size) bytes long.
-            unsafe { core::ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast(), old.min(size)) };
-            free(p);
-        }
-        return new;
+        return realloc_pool(p, size);
     }
-    if size != 0 {
-        let new = sampled(size, natural_align(size));
-        if !new.is_null() {
-            // SAFETY: p is a live glibc chunk of at least its usable size; new has `size` bytes.
-            unsafe {
-                let old = glibc_usable_size(p);
-                core::ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast(), old.min(size));
-                __libc_free(p);
-            }
-            return new;
-        }
+    if size != 0 && uf::sample_tick() {
+        return realloc_sampled(p, size);
     }
     // SAFETY: p is glibc's.
     unsafe { __libc_realloc(p, size) }
+}
+
+/// realloc of a pool object: it always moves, so the old address is a use-after-free trap.
+#[cold]
+#[inline(never)]
+fn realloc_pool(p: *mut c_void, size: usize) -> *mut c_void {
+    if size == 0 {
+        // glibc frees and returns NULL for realloc(p, 0).
+        free(p);
+        return core::ptr::null_mut();
+    }
+    let Some(old) = uf::object_size(p.cast()) else {
+        // Not a live object: let free() report the double or invalid free. In continue mode
+        // the program gets fresh memory, as if the bad pointer had been NULL.
+        free(p);
+        return malloc(size);
+    };
+    let new = malloc(size);
+    if !new.is_null() {
+        // SAFETY: both objects are live and at least min(old, size) bytes long.
+        unsafe { core::ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast(), old.min(size)) };
+        free(p);
+    }
+    new
+}
+
+/// realloc of a glibc chunk that the sampler picked: it moves into the pool.
+#[cold]
+#[inline(never)]
+fn realloc_sampled(p: *mut c_void, size: usize) -> *mut c_void {
+    let new = uf::alloc_slow(size, natural_align(size), &DEFAULTS);
+    if new.is_null() {
+        // SAFETY: p is glibc's.
+        return unsafe { __libc_realloc(p, size) };
+    }
+    // SAFETY: p is a live glibc chunk of at least its usable size; new has `size` bytes.
+    unsafe {
+        let old = glibc_usable_size(p);
+        core::ptr::copy_nonoverlapping(p.cast::<u8>(), new, old.min(size));
+        __libc_free(p);
+    }
+    new.cast()
 }
 
 #[no_mangle]
@@ -158,13 +192,25 @@ fn valid_power_of_two(align: usize) -> bool {
 
 #[no_mangle]
 pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    if valid_power_of_two(align) {
-        let p = sampled(size, align.max(natural_align(size)));
-        if !p.is_null() {
-            return p;
-        }
+    if uf::sample_tick() {
+        return memalign_sampled(align, size);
     }
     // SAFETY: glibc handles odd alignments (rounds up) and sets errno.
+    unsafe { __libc_memalign(align, size) }
+}
+
+/// Only requests glibc would serve as asked (a power-of-two alignment) go to the pool;
+/// everything unusual keeps glibc's own answer.
+#[cold]
+#[inline(never)]
+fn memalign_sampled(align: usize, size: usize) -> *mut c_void {
+    if valid_power_of_two(align) {
+        let p = uf::alloc_slow(size, align.max(natural_align(size)), &DEFAULTS);
+        if !p.is_null() {
+            return p.cast();
+        }
+    }
+    // SAFETY: as in memalign.
     unsafe { __libc_memalign(align, size) }
 }
 
@@ -192,10 +238,11 @@ pub extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usiz
 
 #[no_mangle]
 pub extern "C" fn valloc(size: usize) -> *mut c_void {
-    let page = uf::sys::page_size();
-    let p = sampled(size, page);
-    if !p.is_null() {
-        return p;
+    if uf::sample_tick() {
+        let p = uf::alloc_slow(size, uf::sys::page_size(), &DEFAULTS);
+        if !p.is_null() {
+            return p.cast();
+        }
     }
     // SAFETY: glibc's valloc accepts any size.
     unsafe { __libc_valloc(size) }
@@ -203,11 +250,13 @@ pub extern "C" fn valloc(size: usize) -> *mut c_void {
 
 #[no_mangle]
 pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    let page = uf::sys::page_size();
-    if let Some(rounded) = size.max(1).checked_next_multiple_of(page) {
-        let p = sampled(rounded, page);
-        if !p.is_null() {
-            return p;
+    if uf::sample_tick() {
+        let page = uf::sys::page_size();
+        if let Some(rounded) = size.max(1).checked_next_multiple_of(page) {
+            let p = uf::alloc_slow(rounded, page, &DEFAULTS);
+            if !p.is_null() {
+                return p.cast();
+            }
         }
     }
     // SAFETY: glibc's pvalloc accepts any size.

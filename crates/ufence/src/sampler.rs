@@ -59,12 +59,8 @@ fn state() -> *mut ThreadState {
 /// The fast path: true when this allocation must go to [`decide`].
 #[inline(always)]
 pub fn tick() -> bool {
-    // SAFETY: the block belongs to the calling thread and is only touched by it.
-    unsafe {
-        let t = state();
-        (*t).countdown -= 1;
-        (*t).countdown <= 0
-    }
+    // `countdown` is the block's first word.
+    sys::thread_count_down()
 }
 
 /// Runtime knobs, read on the slow path.
