@@ -170,11 +170,38 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
     let mut p = core::ptr::null_mut();
     if sampler::decide(ready, compatible, &COUNTERS) == Verdict::Sample {
         if let Some(pool) = pool() {
-            p = pool_alloc(pool, size, align.max(1), stack::approx_sp());
+            let t0 = sys::now_ns();
+            if within_budget(t0) {
+                p = pool_alloc(pool, size, align.max(1), stack::approx_sp());
+                COUNTERS.pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
+            } else {
+                // Over budget: let this thread's next allocations through untouched rather
+                // than have each of them come here to be refused.
+                Counters::bump(&COUNTERS.skipped_budget);
+                sampler::pause(1024);
+            }
         }
     }
     sampler::resume();
     p
+}
+
+/// Time a sampled operation may use freely before the budget applies (about a thousand
+/// samples): short programs and tests at `sample_rate=1` sample everything.
+const BUDGET_GRACE_NS: u64 = 20_000_000;
+
+/// The cost governor: has ufence used less than `max_overhead` percent of the wall time since
+/// it started? A sampled allocation and its free cost tens of microseconds (two `mprotect`s and
+/// two stack unwinds), so a program allocating millions of times a second would otherwise run
+/// hundreds of times slower at `sample_rate=1`; at the default interval it never applies.
+fn within_budget(now: u64) -> bool {
+    let pct = KNOBS.max_overhead.load(Relaxed);
+    if pct == 0 {
+        return true;
+    }
+    let spent = COUNTERS.pool_ns.load(Relaxed);
+    let elapsed = now.saturating_sub(START_NS.load(Relaxed));
+    spent < BUDGET_GRACE_NS.max(elapsed / 100 * pct)
 }
 
 fn pool_alloc(pool: &Pool, size: usize, align: usize, entry_sp: usize) -> *mut u8 {
@@ -230,7 +257,9 @@ pub fn free_slow(p: *mut u8) {
     let prev = sampler::hold();
     let entry_sp = stack::approx_sp();
     if let Some(pool) = pool() {
+        let t0 = sys::now_ns();
         free_in_pool(pool, p as usize, entry_sp);
+        COUNTERS.pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
     }
     sampler::release(prev);
 }

@@ -212,6 +212,8 @@ declare_options! {
     num_objects: u64 = 255, "255", range 1..=65_535, runtime false;
     /// After an error: `continue` reports once per object and goes on (KFENCE), `abort` reports then raises SIGABRT.
     on_error: OnError = OnError::Continue, "continue", range 0..=0, runtime true;
+    /// Percent of wall time ufence may spend on sampled allocations and frees (after a 20 ms grace); beyond it, sampling pauses. Bounds the cost of high rates such as sample_rate=1. 0 = no limit.
+    max_overhead: u64 = 50, "50", range 0..=10_000, runtime true;
     /// Extra consecutive allocations sampled after each interval expires (KFENCE `burst`).
     burst: u64 = 0, "0", range 0..=1_000, runtime true;
 }

@@ -69,6 +69,7 @@ pub struct Knobs {
     pub interval_ns: AtomicU64,
     pub rate: AtomicU64,
     pub burst: AtomicU64,
+    pub max_overhead: AtomicU64,
     /// The next time-based sample is due at this many ns of CLOCK_MONOTONIC.
     pub deadline: AtomicU64,
 }
@@ -78,6 +79,7 @@ pub static KNOBS: Knobs = Knobs {
     interval_ns: AtomicU64::new(0),
     rate: AtomicU64::new(0),
     burst: AtomicU64::new(0),
+    max_overhead: AtomicU64::new(0),
     deadline: AtomicU64::new(u64::MAX),
 };
 
@@ -87,6 +89,7 @@ impl Knobs {
     pub fn load(&self, o: &Options, seed: u64) {
         self.rate.store(o.sample_rate, Relaxed);
         self.burst.store(o.burst, Relaxed);
+        self.max_overhead.store(o.max_overhead, Relaxed);
         self.enabled.store(o.enabled, Relaxed);
         self.set_interval_ms(o.sample_interval, seed);
     }
@@ -264,6 +267,13 @@ impl ThreadState {
         let n = (u.ln() / (-p).ln_1p()).ceil();
         n.clamp(1.0, (i64::MAX / 4) as f64) as i64
     }
+}
+
+/// Makes the plan of the current slow path at least `n` allocations long.
+pub fn pause(n: u64) {
+    // SAFETY: the calling thread's own block.
+    let t = unsafe { &mut *state() };
+    t.planned = t.planned.max(n);
 }
 
 /// A random bit for the calling thread (object placement), after its first slow path.

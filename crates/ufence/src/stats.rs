@@ -16,6 +16,8 @@ pub struct Stats {
     pub skipped_incompatible: u64,
     pub skipped_capacity: u64,
     pub skipped_covered: u64,
+    /// Not in KFENCE: samples given up because ufence had used its time budget (`max_overhead`).
+    pub skipped_budget: u64,
 }
 
 impl Stats {
@@ -28,7 +30,7 @@ impl Stats {
     }
 
     /// Name and value of every counter, in KFENCE's order.
-    pub fn fields(&self) -> [(&'static str, u64); 9] {
+    pub fn fields(&self) -> [(&'static str, u64); 10] {
         [
             ("enabled", self.enabled as u64),
             ("currently allocated", self.currently_allocated),
@@ -42,6 +44,7 @@ impl Stats {
             ),
             ("skipped allocations (capacity)", self.skipped_capacity),
             ("skipped allocations (covered)", self.skipped_covered),
+            ("skipped allocations (budget)", self.skipped_budget),
         ]
     }
 }
@@ -54,6 +57,9 @@ pub(crate) struct Counters {
     pub skipped_incompatible: AtomicU64,
     pub skipped_capacity: AtomicU64,
     pub skipped_covered: AtomicU64,
+    pub skipped_budget: AtomicU64,
+    /// Nanoseconds spent in sampled allocations and pool frees, all threads together.
+    pub pool_ns: AtomicU64,
 }
 
 impl Counters {
@@ -65,6 +71,8 @@ impl Counters {
             skipped_incompatible: AtomicU64::new(0),
             skipped_capacity: AtomicU64::new(0),
             skipped_covered: AtomicU64::new(0),
+            skipped_budget: AtomicU64::new(0),
+            pool_ns: AtomicU64::new(0),
         }
     }
 
@@ -85,6 +93,7 @@ impl Counters {
             skipped_incompatible: self.skipped_incompatible.load(Relaxed),
             skipped_capacity: self.skipped_capacity.load(Relaxed),
             skipped_covered: self.skipped_covered.load(Relaxed),
+            skipped_budget: self.skipped_budget.load(Relaxed),
         }
     }
 }

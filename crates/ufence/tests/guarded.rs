@@ -436,6 +436,7 @@ fn timed(ms: u64) {
     }
     println!("total={total}");
     println!("sampled={sampled}");
+    println!("budget_skips={}", ufence::stats().skipped_budget);
     let runs: Vec<String> = runs.iter().map(u64::to_string).collect();
     println!("runs={}", runs.join(","));
 }
@@ -539,7 +540,8 @@ fn run(scenario: &str, options: &str) -> Run {
     }
 }
 
-const ALL: &str = "sample_rate=1";
+/// Every allocation sampled, without the cost governor, so that detection is deterministic.
+const ALL: &str = "sample_rate=1:max_overhead=0";
 
 fn expect_continued(r: &Run) {
     assert_eq!(r.code, Some(0), "continue mode must go on\n{}", r.dump());
@@ -705,7 +707,8 @@ fn t_passthrough() {
 }
 
 fn t_churn() {
-    let r = run("churn", ALL);
+    // Correctness under heavy slot recycling: no governor, every allocation sampled.
+    let r = run("churn", "sample_rate=1:max_overhead=0");
     assert_eq!(r.code, Some(0), "{}", r.dump());
     assert!(r.reports().is_empty(), "no false report\n{}", r.dump());
     assert_eq!(r.fact("bugs"), "0");
@@ -799,6 +802,7 @@ fn t_stats() {
         "skipped allocations (incompatible): ",
         "skipped allocations (capacity): ",
         "skipped allocations (covered): 0",
+        "skipped allocations (budget): 0",
     ] {
         assert!(r.out.contains(name), "{name}\n{}", r.dump());
     }
@@ -851,6 +855,26 @@ fn t_rate() {
     );
 }
 
+fn t_budget() {
+    // sample_rate=1 on a tight alloc/free loop: the governor keeps ufence's share of the time
+    // near max_overhead, so the program still does most of its work...
+    let governed = run("timed", "sample_rate=1:max_overhead=50");
+    let free_run = run("timed", "sample_rate=1:max_overhead=0");
+    let g_total: u64 = governed.fact("total").parse().unwrap();
+    let f_total: u64 = free_run.fact("total").parse().unwrap();
+    let g_skips: u64 = governed.fact("budget_skips").parse().unwrap();
+    assert!(g_skips > 0, "{}", governed.dump());
+    assert_eq!(free_run.fact("budget_skips"), "0", "{}", free_run.dump());
+    // ... measured as allocations done in the same 400 ms.
+    assert!(
+        g_total > 4 * f_total,
+        "governed {g_total} vs ungoverned {f_total} allocations"
+    );
+    // ... while still sampling a great deal.
+    let g_sampled: u64 = governed.fact("sampled").parse().unwrap();
+    assert!(g_sampled > 1000, "{}", governed.dump());
+}
+
 fn t_defaults_quiet() {
     // At the defaults (one sample per 100 ms) nothing is sampled in a short program, and a
     // sampled-but-clean run stays silent.
@@ -890,6 +914,7 @@ fn main() {
         ("interval", t_interval),
         ("burst", t_burst),
         ("rate", t_rate),
+        ("budget", t_budget),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)
