@@ -191,7 +191,22 @@ pub fn print(e: &Error, pool: &Pool) {
         line: BufWriter::new(),
     };
     let cut = frames_to_cut(&mut sym, e.stack);
-    let top = e.stack.frames().get(cut).copied();
+    // The title names the first frame that is the program's own: past Rust's pointer
+    // helpers, which unoptimised builds keep as functions of their own.
+    let helpers = e.stack.frames()[cut..]
+        .iter()
+        .take_while(|&&pc| {
+            sym.lookup(pc).function.is_some_and(|(n, _)| {
+                n.starts_with(b"_ZN4core3ptr") || n.starts_with(b"_ZN4core10intrinsics")
+            })
+        })
+        .count();
+    let top = e
+        .stack
+        .frames()
+        .get(cut + helpers)
+        .or(e.stack.frames().get(cut))
+        .copied();
 
     let _ = writeln!(out, "{RULE}");
     let _ = write!(out, "BUG: UFENCE: {} in ", e.kind.title(e.is_write));

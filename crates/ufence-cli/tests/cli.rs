@@ -1,0 +1,155 @@
+//! The `ufence` command from the outside: exit statuses, errors, the demo, and the docs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// libufence.so of this build profile, built if needed (cargo cannot depend on a cdylib).
+fn lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "ufence-preload"])
+            .current_dir(root())
+            .status()
+            .expect("cargo build");
+        assert!(status.success());
+        let exe = PathBuf::from(env!("CARGO_BIN_EXE_ufence"));
+        let lib = exe.parent().unwrap().join("libufence.so");
+        assert!(lib.is_file(), "{}", lib.display());
+        lib
+    })
+}
+
+fn ufence(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ufence"))
+        .args(args)
+        .env("UFENCE_LIB", lib())
+        .env_remove("UFENCE_OPTIONS")
+        .output()
+        .expect("run ufence")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn run_returns_the_programs_status() {
+    let out = ufence(&["run", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    let out = ufence(&["run", "--", "sh", "-c", "kill -SEGV $$"]);
+    assert_eq!(out.status.code(), Some(128 + 11), "{}", text(&out.stderr));
+    let out = ufence(&["run", "--", "true"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn run_preloads_and_passes_options() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ufence"))
+        .args(["run", "--sample_rate", "1", "--on-error", "abort", "--"])
+        .args(["sh", "-c", "echo \"$LD_PRELOAD|$UFENCE_OPTIONS\""])
+        .env("UFENCE_LIB", lib())
+        .env("LD_PRELOAD", "")
+        .env("UFENCE_OPTIONS", "num_objects=9")
+        .output()
+        .unwrap();
+    let shown = text(&out.stdout);
+    let lib = lib().canonicalize().unwrap();
+    assert_eq!(
+        shown.trim(),
+        format!(
+            "{}|num_objects=9:sample_rate=1:on_error=abort",
+            lib.display()
+        )
+    );
+}
+
+#[test]
+fn run_catches_a_bug_in_a_program() {
+    // The demo's workload, run as any program would be.
+    let exe = env!("CARGO_BIN_EXE_ufence");
+    let out = ufence(&[
+        "run",
+        "--sample_rate",
+        "1",
+        "--",
+        exe,
+        "__demo-workload",
+        "uaf",
+    ]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("BUG: UFENCE: use-after-free read in ufence::demo::session_expiry"),
+        "{err}"
+    );
+    assert_eq!(out.status.code(), Some(0), "continue mode: {err}");
+    let out = ufence(&[
+        "run",
+        "--sample_rate",
+        "1",
+        "--on_error",
+        "abort",
+        "--",
+        exe,
+        "__demo-workload",
+        "uaf",
+    ]);
+    assert_eq!(out.status.code(), Some(128 + 6), "abort mode");
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    for (args, needle) in [
+        (
+            &["run", "--sample_rate", "often", "--", "true"][..],
+            "bad value 'often' for --sample_rate",
+        ),
+        (
+            &["run", "--", "/no/such/program"][..],
+            "cannot run '/no/such/program'",
+        ),
+        (
+            &["run", "--lib", "/no/such/libufence.so", "--", "true"][..],
+            "/no/such/libufence.so not found",
+        ),
+    ] {
+        let out = ufence(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn demo_catches_both_bugs() {
+    let out = ufence(&["demo"]);
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("caught: use-after-free read in ufence::demo::session_expiry"));
+    assert!(
+        shown.contains("caught: out-of-bounds write in ufence::demo::copy_name")
+            // A left-placed buffer: the damaged canary is found where it is freed.
+            || shown.contains("caught: memory corruption in ufence::demo::workload"),
+        "{shown}"
+    );
+    assert!(shown.contains("both bugs caught"));
+}
+
+#[test]
+fn readme_lists_every_option_as_declared() {
+    let out = ufence(&["options", "--markdown"]);
+    let table = text(&out.stdout);
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for row in table.lines().skip(2) {
+        assert!(
+            readme.contains(row),
+            "README is missing or has another text for:\n{row}"
+        );
+    }
+}
