@@ -31,19 +31,14 @@ extern "C" {
 
 static DEFAULTS: uf::Options = uf::Options::DEFAULT;
 
-/// The alignment malloc promises for `size` bytes: enough for any type that fits (C17 7.22.3),
-/// i.e. the largest power of two not above `size`, capped at 16 (glibc's MALLOC_ALIGNMENT).
-/// Placing small objects no more aligned than that lets the right guard page sit right after
-/// the last byte for more sizes.
+/// The alignment malloc gives `size` bytes: glibc's MALLOC_ALIGNMENT, 16, whatever the size.
+/// C17 would allow less for small sizes (and less would let the guard page sit right after
+/// more small objects), but glibc documents 16, GCC folds `(uintptr_t)malloc(n) & 7` to 0, and
+/// programs keep tags in the low bits of malloc'd pointers: a detector must not break them.
+/// Overflows into the slack this leaves are writes caught by the canary at free.
 #[inline]
-fn natural_align(size: usize) -> usize {
-    if size >= 16 {
-        16
-    } else if size == 0 {
-        1
-    } else {
-        1 << (usize::BITS - 1 - size.leading_zeros())
-    }
+fn natural_align(_size: usize) -> usize {
+    16
 }
 
 // Every entry point is the sampling check (or, for `free`, the pool range check) followed by a
@@ -252,7 +247,8 @@ pub extern "C" fn valloc(size: usize) -> *mut c_void {
 pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
     if uf::sample_tick() {
         let page = uf::sys::page_size();
-        if let Some(rounded) = size.max(1).checked_next_multiple_of(page) {
+        // pvalloc(0) stays glibc's (a minimum chunk): size 0 is never sampled.
+        if let Some(rounded) = size.checked_next_multiple_of(page) {
             let p = uf::alloc_slow(rounded, page, &DEFAULTS);
             if !p.is_null() {
                 return p.cast();
@@ -276,16 +272,19 @@ pub extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     unsafe { glibc_usable_size(p) }
 }
 
-/// glibc's `malloc_usable_size`, found behind ours with `dlsym(RTLD_NEXT)` on first use.
+/// glibc's `malloc_usable_size`, found behind ours when the library is loaded (not lazily:
+/// `dlsym` would clear a pending `dlerror()` of the program's, and may run while the loader is
+/// half-way through a `dlopen`).
+static GLIBC_USABLE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+fn resolve_glibc_usable_size() {
+    // SAFETY: dlsym with a NUL-terminated name, from the library's constructor.
+    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) };
+    GLIBC_USABLE_SIZE.store(f as usize, Ordering::Relaxed);
+}
+
 unsafe fn glibc_usable_size(p: *mut c_void) -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let mut f = NEXT.load(Ordering::Relaxed);
-    if f == 0 {
-        // SAFETY: dlsym with a NUL-terminated name. It may allocate (through our malloc, which
-        // is not re-entered here) and returns glibc's function.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) } as usize;
-        NEXT.store(f, Ordering::Relaxed);
-    }
+    let f = GLIBC_USABLE_SIZE.load(Ordering::Relaxed);
     if f == 0 {
         return 0;
     }
@@ -296,9 +295,57 @@ unsafe fn glibc_usable_size(p: *mut c_void) -> usize {
     }
 }
 
+extern "C" {
+    /// glibc's `signal` (BSD semantics), under the name the preload does not replace.
+    fn bsd_signal(sig: i32, handler: libc::sighandler_t) -> libc::sighandler_t;
+}
+
+/// Keeps ufence's SIGSEGV/SIGBUS handler in front: a program (or a runtime such as Rust's std)
+/// that installs its own gets it recorded as the handler ufence passes foreign faults to, and
+/// reads back what it would have found without ufence. Other signals are untouched.
+#[no_mangle]
+pub extern "C" fn sigaction(
+    sig: i32,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> i32 {
+    // SAFETY: the caller passes null or valid pointers, as sigaction(2) requires.
+    let (new, old_ref) = unsafe { (act.as_ref(), old.as_mut()) };
+    if uf::chained_sigaction(sig, new, old_ref) {
+        return 0;
+    }
+    // SAFETY: the caller's pointers, passed on unchanged.
+    unsafe { uf::sys::real_sigaction(sig, act, old) }
+}
+
+/// `signal` for SIGSEGV/SIGBUS, as `sigaction` above (glibc's own `signal` would not come
+/// through our `sigaction`).
+#[no_mangle]
+pub extern "C" fn signal(sig: i32, handler: libc::sighandler_t) -> libc::sighandler_t {
+    if sig == libc::SIGSEGV || sig == libc::SIGBUS {
+        // SAFETY: building a sigaction as glibc's BSD-style signal() does.
+        let act = unsafe {
+            let mut act: libc::sigaction = core::mem::zeroed();
+            act.sa_sigaction = handler;
+            act.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaddset(&mut act.sa_mask, sig);
+            act
+        };
+        // SAFETY: a zeroed sigaction is a valid out-value.
+        let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
+        if uf::chained_sigaction(sig, Some(&act), Some(&mut old)) {
+            return old.sa_sigaction;
+        }
+    }
+    // SAFETY: glibc's signal with the caller's arguments.
+    unsafe { bsd_signal(sig, handler) }
+}
+
 /// Marks the process as running under the preload (so reports cut this library's frames) and
 /// starts ufence early, before `main`, so that option warnings come first.
 extern "C" fn on_load() {
+    resolve_glibc_usable_size();
     uf::mark_preload();
     uf::start(&DEFAULTS);
 }

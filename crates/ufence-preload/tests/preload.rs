@@ -138,6 +138,7 @@ const SOURCES: &[(&str, &str)] = &[
     ("churn", "churn.c"),
     ("sigsegv", "sigsegv.c"),
     ("cxx", "cxx.cc"),
+    ("hostile", "hostile.c"),
 ];
 
 fn programs() -> &'static Programs {
@@ -974,7 +975,8 @@ fn memory_corruption_right_of_object() {
         "damage marks should be `! . . ...` (up to 16)\n{}",
         r.text
     );
-    r.assert_object(obj, 13, 8, Some("left"));
+    // malloc aligns to 16, as glibc does, whatever the size.
+    r.assert_object(obj, 13, 16, Some("left"));
     r.assert_access(&["free_object", "main"]);
     r.assert_alloc(&["alloc_left", "main"]);
 }
@@ -989,7 +991,7 @@ fn memory_corruption_left_of_object() {
     assert_eq!(n, r.object().index, "object number\n{}", r.text);
     // The canary on the left ends where the object starts: one byte to show.
     assert_eq!(marks, ["!"], "damage marks\n{}", r.text);
-    r.assert_object(obj, 13, 8, Some("right"));
+    r.assert_object(obj, 13, 16, Some("right"));
     r.assert_access(&["free_object", "main"]);
     r.assert_alloc(&["alloc_right_slack", "main"]);
 }
@@ -1730,4 +1732,137 @@ fn real_gcc_compiles() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/clean.c");
     let src = src.to_str().unwrap().to_string();
     real_program(|| exec(&gcc, &["-O2", "-S", "-o", "-", &src]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Healthy programs doing unusual things with protection, signals and pointers. Each was a
+// hang, a crash or a wrong result under an earlier ufence; each must now behave as without it.
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `hostile MODE` plain and under the preload with `options`, in parallel.
+fn hostile(mode: &str, options: &'static str) -> (Out, Out) {
+    let prog = program("hostile");
+    let mut outs = run_all(&[
+        exec(&prog, &[mode]),
+        exec(&prog, &[mode]).under(Under::Options(options)),
+    ]);
+    let under = outs.pop().unwrap();
+    (outs.pop().unwrap(), under)
+}
+
+/// A page the program made read-only itself (write tracking with its own handler) faults to the
+/// program's handler, not into an endless retry inside ufence.
+#[test]
+fn program_protected_page_faults_to_the_program() {
+    let (plain, under) = hostile("write_tracking", RATE1);
+    plain.assert_exit_code(0);
+    under.assert_exit_code(0);
+    under.assert_no_report();
+    assert_eq!(plain.stdout, "dirty=1 value=1\n");
+    assert_eq!(under.stdout, plain.stdout, "{}", under.context());
+}
+
+/// A one-shot (SA_RESETHAND) crash handler runs once; the second fault kills, as without ufence.
+#[test]
+fn one_shot_crash_handler_runs_once() {
+    let (plain, under) = hostile("resethand", "sample_rate=1");
+    plain.assert_signal(11);
+    under.assert_signal(11);
+    assert_eq!(
+        under.stderr.matches("crash handler call").count(),
+        1,
+        "{}",
+        under.context()
+    );
+    assert_eq!(under.stderr, plain.stderr);
+}
+
+/// A handler installed for a moment and then restored is not called for a later crash.
+#[test]
+fn restored_handler_is_the_one_in_force() {
+    let (plain, under) = hostile("restore", "sample_rate=1");
+    plain.assert_signal(11);
+    under.assert_signal(11);
+    assert_eq!(plain.stdout, "old handler was default: 1\n");
+    assert_eq!(under.stdout, plain.stdout, "{}", under.context());
+    under.assert_no_report();
+}
+
+/// Objects sampled before the program installs its crash reporter are still ufence's.
+#[test]
+fn objects_before_the_programs_handler_stay_guarded() {
+    let (_, under) = hostile("late_handler", RATE1);
+    let r = under.single_report();
+    r.assert_title("out-of-bounds read", "main");
+    assert!(
+        !under.stderr.contains("crash reporter called"),
+        "{}",
+        under.context()
+    );
+    under.assert_exit_code(0);
+    under.assert_line("end");
+}
+
+/// Pointer tagging in the low four bits works: every malloc is 16-byte aligned, as glibc's.
+#[test]
+fn malloc_keeps_glibcs_16_byte_alignment() {
+    let (plain, under) = hostile("tagged", RATE1);
+    assert_eq!(plain.stdout, "misaligned=0\n");
+    assert_eq!(under.stdout, plain.stdout, "{}", under.context());
+    under.assert_no_report();
+}
+
+/// ufence's own lookups never clear the program's pending dlerror().
+#[test]
+fn dlerror_survives_sampled_realloc() {
+    let (plain, under) = hostile("dlerror", RATE1);
+    assert!(plain.stdout.contains("error kept=1"), "{}", plain.context());
+    assert!(under.stdout.contains("error kept=1"), "{}", under.context());
+    under.assert_no_report();
+}
+
+/// A stale free of a slot's earlier occupant is reported without using up the report of the
+/// object living in the slot now: its own overflow is reported too.
+#[test]
+fn stale_free_does_not_hide_the_next_bug() {
+    let under = exec(program("hostile"), &["stale_free"])
+        .under(Under::Options("sample_rate=1:max_overhead=0:num_objects=1"))
+        .run();
+    let reports = under.reports();
+    assert_eq!(reports.len(), 2, "{}", under.context());
+    assert_eq!(reports[0].kind, "invalid free", "{}", under.context());
+    assert_eq!(reports[1].kind, "out-of-bounds read", "{}", under.context());
+    under.assert_line("end");
+    under.assert_exit_code(0);
+}
+
+/// Rust's std installs its stack-overflow handler only where it finds the default; under the
+/// preload it still does, and its message still appears.
+#[test]
+fn rust_stack_overflow_message_survives_the_preload() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rust/overflow.rs");
+    let dir = target_dir().join("preload-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join(format!("overflow-{}", std::process::id()));
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let st = Command::new(rustc)
+        .args(["-O", "--edition", "2021", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .expect("rustc");
+    assert!(st.success());
+    let outs = run_all(&[
+        exec(&bin, &[]),
+        exec(&bin, &[]).under(Under::Options(RATE1)),
+    ]);
+    let _ = std::fs::remove_file(&bin);
+    for out in &outs {
+        assert!(
+            out.stderr.contains("thread 'deep'") && out.stderr.contains("has overflowed its stack"),
+            "{}",
+            out.context()
+        );
+        out.assert_signal(6);
+    }
 }

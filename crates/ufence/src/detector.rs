@@ -18,17 +18,10 @@ const READY: u8 = 2;
 const OFF: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(UNINIT);
-/// The pool's range, duplicated here (side by side, one cache line, written once) so that
-/// `owns` is a subtraction, a comparison and a branch.
-#[repr(C, align(64))]
-struct Range {
-    base: AtomicUsize,
-    len: AtomicUsize,
-}
-static RANGE: Range = Range {
-    base: AtomicUsize::new(0),
-    len: AtomicUsize::new(0),
-};
+/// The pool's range, `[POOL_START, POOL_END)`, duplicated here so that `owns` is two
+/// comparisons against memory. Both 0 until ufence starts: then nothing is in range.
+static POOL_START: AtomicUsize = AtomicUsize::new(0);
+static POOL_END: AtomicUsize = AtomicUsize::new(0);
 static START_NS: AtomicU64 = AtomicU64::new(0);
 static ABORT_ON_ERROR: AtomicBool = AtomicBool::new(false);
 static PRELOAD: AtomicBool = AtomicBool::new(false);
@@ -66,7 +59,30 @@ pub fn options_in_force() -> Option<Options> {
 /// True if `p` points into the pool: the whole cost of `free` for an unsampled pointer.
 #[inline(always)]
 pub fn owns(p: *const u8) -> bool {
-    (p as usize).wrapping_sub(RANGE.base.load(Relaxed)) < RANGE.len.load(Relaxed)
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: two reads of word-sized statics, as atomic on x86-64 as a relaxed load, and two
+    // conditional jumps; no register or memory is written. (Compiled from Rust, the loads
+    // would each take a register and an instruction of their own.)
+    unsafe {
+        core::arch::asm!(
+            "cmp {p}, qword ptr [rip + {start}]",
+            "jb {outside}",
+            "cmp {p}, qword ptr [rip + {end}]",
+            "jb {inside}",
+            p = in(reg) p,
+            start = sym POOL_START,
+            end = sym POOL_END,
+            inside = label { return true; },
+            outside = label { return false; },
+            options(nostack, readonly)
+        );
+        false
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let p = p as usize;
+        p >= POOL_START.load(Relaxed) && p < POOL_END.load(Relaxed)
+    }
 }
 
 pub fn since_start_ns() -> u64 {
@@ -106,6 +122,7 @@ fn start(defaults: &Options) -> bool {
     let mut opts = *defaults;
     options::apply_env(&mut opts);
     let seed = sys::random_u64();
+    opts.num_objects = within_map_limit(opts.num_objects);
     let Some(pool) = Pool::new(opts.num_objects as usize, seed) else {
         warn("cannot reserve the guarded pool; ufence is disabled, the program runs on");
         STATE.store(OFF, Release);
@@ -132,10 +149,32 @@ fn start(defaults: &Options) -> bool {
     sys::at_fork(fork_prepare, fork_parent, fork_child);
     // SAFETY: just written above.
     let p = unsafe { (*POOL.0.get()).assume_init_ref() };
-    RANGE.base.store(p.base, Relaxed);
-    RANGE.len.store(p.len, Relaxed);
+    POOL_END.store(p.base + p.len, Relaxed);
+    POOL_START.store(p.base, Relaxed);
     STATE.store(READY, Release);
     true
+}
+
+/// Every live object splits the pool's mapping in three, so N live objects cost up to 2N+1 of
+/// the process's `vm.max_map_count` mappings (65530 by default). ufence keeps to an eighth of
+/// the limit, so that the program's own mmap, malloc and fopen never fail because of it.
+fn within_map_limit(wanted: u64) -> u64 {
+    let limit = sys::read_number(c"/proc/sys/vm/max_map_count").unwrap_or(65530);
+    let max = (limit / 8).saturating_sub(1) / 2;
+    if wanted > max {
+        let mut line = crate::fmt::BufWriter::<160>::new();
+        let _ = core::fmt::Write::write_fmt(
+            &mut line,
+            format_args!(
+                "num_objects={wanted} needs up to {} mappings, over an eighth of vm.max_map_count={limit}; using {max}",
+                2 * wanted + 1
+            ),
+        );
+        warn(core::str::from_utf8(line.as_bytes()).unwrap_or("num_objects lowered"));
+        max.max(1)
+    } else {
+        wanted
+    }
 }
 
 extern "C" fn fork_prepare() {
@@ -171,7 +210,12 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
     if sampler::decide(ready, compatible, &COUNTERS) == Verdict::Sample {
         if let Some(pool) = pool() {
             let t0 = sys::now_ns();
-            if within_budget(t0) {
+            if pool.free_slots() == 0 {
+                // A pool full of long-lived objects stays full until some are freed: look
+                // again a little later rather than on every allocation.
+                Counters::bump(&COUNTERS.skipped_capacity);
+                sampler::pause(64);
+            } else if within_budget(t0) {
                 p = pool_alloc(pool, size, align.max(1), stack::approx_sp());
                 COUNTERS.pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
             } else {
@@ -205,9 +249,7 @@ fn within_budget(now: u64) -> bool {
 }
 
 fn pool_alloc(pool: &Pool, size: usize, align: usize, entry_sp: usize) -> *mut u8 {
-    // A full pool is seen without taking the lock: with sample_rate=1 and a pool filled by
-    // long-lived objects, every allocation comes this way.
-    let Some(i) = (pool.free_slots() > 0).then(|| pool.pop()).flatten() else {
+    let Some(i) = pool.pop() else {
         Counters::bump(&COUNTERS.skipped_capacity);
         return core::ptr::null_mut();
     };
@@ -272,8 +314,13 @@ fn free_in_pool(pool: &Pool, p: usize, entry_sp: usize) {
         }
     };
     let s = pool.slot(i);
-    if p != s.addr || s.state.load(Acquire) == UNUSED {
-        let obj = (s.state.load(Acquire) != UNUSED).then_some(i);
+    let state = s.state.load(Acquire);
+    if p != s.addr || state == UNUSED {
+        // A pointer inside the object is a bad free of that object. Anything else on its page
+        // is a stale pointer to an earlier occupant of the slot: it is reported without
+        // charging the current object, whose one report must stay available for its own bugs.
+        let inside = state == ALLOCATED && p > s.addr && p < s.addr + s.size;
+        let obj = inside.then_some(i);
         return bad_free(pool, Kind::InvalidFree, p, obj, entry_sp);
     }
     if let Err(st) = s

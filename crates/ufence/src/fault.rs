@@ -12,35 +12,101 @@ use crate::pool::{Place, Pool, ALLOCATED};
 use crate::report::{Error, Kind};
 use crate::{stack, sys};
 use core::cell::UnsafeCell;
-use core::sync::atomic::Ordering::Acquire;
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use core::sync::atomic::{AtomicBool, AtomicU32};
 
-struct Previous(UnsafeCell<[libc::sigaction; 2]>);
-// SAFETY: written once in `install` before any fault can reach the handler (the pool is not
-// published yet), read-only afterwards.
+/// The dispositions ufence chains to for SIGSEGV and SIGBUS: what was installed before it, or
+/// what the program installed since (through the preload's `sigaction`, or found by
+/// `ensure_installed`). Guarded by a sequence lock, because the fault handler reads them while
+/// another thread may be changing them: the handler never waits for long and never tears a
+/// copy unless a writer stalls in the middle of one for thousands of retries.
+struct Previous {
+    seq: AtomicU32,
+    acts: UnsafeCell<[libc::sigaction; 2]>,
+}
+// SAFETY: `acts` is written only under the odd phase of `seq` and read with a seqlock retry.
 unsafe impl Sync for Previous {}
-// SAFETY: an all-zero sigaction is SIG_DFL with no flags, a valid value.
-static PREVIOUS: Previous = Previous(UnsafeCell::new(unsafe { core::mem::zeroed() }));
+static PREVIOUS: Previous = Previous {
+    seq: AtomicU32::new(0),
+    // SAFETY: an all-zero sigaction is SIG_DFL with no flags, a valid value.
+    acts: UnsafeCell::new(unsafe { core::mem::zeroed() }),
+};
+/// Set once ufence's handler is in place (from then on the preload answers `sigaction` for
+/// SIGSEGV/SIGBUS from PREVIOUS).
+static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 const SIGNALS: [i32; 2] = [libc::SIGSEGV, libc::SIGBUS];
+
+fn slot_of(sig: i32) -> Option<usize> {
+    SIGNALS.iter().position(|&s| s == sig)
+}
+
+impl Previous {
+    fn get(&self, n: usize) -> libc::sigaction {
+        for _ in 0..10_000 {
+            let s = self.seq.load(Acquire);
+            if s & 1 == 0 {
+                // SAFETY: a plain copy of an in-bounds element; a racing writer is detected by
+                // the sequence check below and the copy is then discarded.
+                let v = unsafe { core::ptr::read_volatile(&(*self.acts.get())[n]) };
+                core::sync::atomic::fence(Acquire);
+                if self.seq.load(Relaxed) == s {
+                    return v;
+                }
+            }
+            core::hint::spin_loop();
+        }
+        // SAFETY: as above; after this many retries a stalled writer is better than a hang.
+        unsafe { core::ptr::read_volatile(&(*self.acts.get())[n]) }
+    }
+
+    fn set(&self, n: usize, v: &libc::sigaction) {
+        loop {
+            let s = self.seq.load(Relaxed);
+            if s & 1 == 0
+                && self
+                    .seq
+                    .compare_exchange_weak(s, s + 1, Acquire, Relaxed)
+                    .is_ok()
+            {
+                // SAFETY: this thread holds the odd phase; readers retry around it.
+                unsafe { core::ptr::write_volatile(&mut (*self.acts.get())[n], *v) };
+                self.seq.store(s + 2, Release);
+                return;
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
 
 /// Installs the handler for SIGSEGV and SIGBUS, remembering what was there before.
 pub fn install() -> bool {
     sys::ensure_altstack();
     for (n, sig) in SIGNALS.into_iter().enumerate() {
+        // Record what is there first, so that no fault can find an empty chain.
+        if let Some(cur) = sys::current_handler(sig) {
+            PREVIOUS.set(n, &cur);
+        }
         let Some(old) = sys::install_handler(sig, on_fault) else {
             return false;
         };
-        // SAFETY: see `Previous`.
-        unsafe { (*PREVIOUS.0.get())[n] = old };
+        if old.sa_sigaction != on_fault as *const () as usize {
+            PREVIOUS.set(n, &old);
+        }
     }
+    ACTIVE.store(true, Release);
     true
 }
 
-/// Puts ufence's handler back if the program (or a runtime such as Rust's std, which installs
-/// its stack-overflow handler without looking at what is there) replaced it after ufence
-/// started; the replacement becomes the handler ufence chains to. Called on the sampled
-/// allocation path, so a pool object never exists without ufence's handler in front.
+/// Puts ufence's handler back if something replaced it behind ufence's back (a Rust program's
+/// std, which installs its stack-overflow handler when it finds none of its own; a program
+/// calling the kernel directly); the replacement becomes the handler ufence chains to. Called
+/// on the sampled allocation path. Under the preload, `sigaction` itself is answered by
+/// [`chained_sigaction`], so this rarely finds anything to do.
 pub fn ensure_installed() {
+    if !ACTIVE.load(Acquire) {
+        return;
+    }
     for (n, sig) in SIGNALS.into_iter().enumerate() {
         let Some(cur) = sys::current_handler(sig) else {
             continue;
@@ -50,12 +116,34 @@ pub fn ensure_installed() {
         }
         if let Some(old) = sys::install_handler(sig, on_fault) {
             if old.sa_sigaction != on_fault as *const () as usize {
-                // SAFETY: see `Previous`: a racing fault may see the old or the new value,
-                // both valid handlers to chain to.
-                unsafe { (*PREVIOUS.0.get())[n] = old };
+                PREVIOUS.set(n, &old);
             }
         }
     }
+}
+
+/// `sigaction` as the program sees it once ufence's handler is in place: for SIGSEGV and
+/// SIGBUS, the program's handler becomes the one ufence chains to, and the "old" action it is
+/// told about is the one it would have found without ufence. Returns false for any other
+/// signal, or before ufence is active, so the caller does the real call.
+pub fn chained_sigaction(
+    sig: i32,
+    new: Option<&libc::sigaction>,
+    old: Option<&mut libc::sigaction>,
+) -> bool {
+    let Some(n) = slot_of(sig) else {
+        return false;
+    };
+    if !ACTIVE.load(Acquire) {
+        return false;
+    }
+    if let Some(old) = old {
+        *old = PREVIOUS.get(n);
+    }
+    if let Some(new) = new {
+        PREVIOUS.set(n, new);
+    }
+    true
 }
 
 extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
@@ -98,8 +186,10 @@ fn handle(pool: &Pool, addr: usize, ctx: *mut libc::c_void) -> bool {
             if is_freed(st) {
                 (Kind::UseAfterFree, Some(i))
             } else if st == ALLOCATED {
-                // Raced with the allocation that is opening this page: just retry the access.
-                return true;
+                // A stale access that raced with the slot's reuse finds the page open when it
+                // retries. A second fault at the same address means the page's protection was
+                // changed by the program itself (mprotect): that fault is the program's.
+                return crate::sampler::first_fault_at(addr);
             } else {
                 (Kind::Invalid, None)
             }
@@ -167,12 +257,12 @@ fn nearest_allocated(
     }
 }
 
-/// Passes a fault that is not ours to the handler installed before ours, or to the default
-/// action: for a real fault, returning re-executes the instruction under the default action.
+/// Passes a fault that is not ours to the handler installed before ours (or since), as the
+/// kernel would have called it, or to the default action: for a real fault, returning
+/// re-executes the instruction under the default action.
 fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
-    let n = if sig == libc::SIGBUS { 1 } else { 0 };
-    // SAFETY: PREVIOUS is read-only after install.
-    let prev = unsafe { (*PREVIOUS.0.get())[n] };
+    let n = slot_of(sig).unwrap_or(0);
+    let prev = PREVIOUS.get(n);
     // SAFETY: info is valid for the duration of the handler.
     let sent_by_user = unsafe { (*info).si_code } <= 0;
     match prev.sa_sigaction {
@@ -190,8 +280,32 @@ fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
             }
         }
         h => {
+            // What the kernel does on delivery: a one-shot handler reverts to the default, and
+            // the handler runs with its sa_mask (and, unless SA_NODEFER, the signal) blocked.
+            if prev.sa_flags & libc::SA_RESETHAND != 0 {
+                // SAFETY: a zeroed sigaction is SIG_DFL.
+                let dfl: libc::sigaction = unsafe { core::mem::zeroed() };
+                PREVIOUS.set(n, &dfl);
+            }
+            let mut mask = prev.sa_mask;
+            // SAFETY: mask is a valid sigset_t.
+            unsafe {
+                if prev.sa_flags & libc::SA_NODEFER == 0 {
+                    libc::sigaddset(&mut mask, sig);
+                }
+            }
+            let saved = sys::sigmask(libc::SIG_BLOCK, &mask);
+            if prev.sa_flags & libc::SA_NODEFER != 0 {
+                // SAFETY: building a one-signal set.
+                let one = unsafe {
+                    let mut one: libc::sigset_t = core::mem::zeroed();
+                    libc::sigaddset(&mut one, sig);
+                    one
+                };
+                sys::sigmask(libc::SIG_UNBLOCK, &one);
+            }
             // SAFETY: h is the handler the program installed for this signal, called with the
-            // arguments its flags ask for, as the kernel would have.
+            // arguments its flags ask for.
             unsafe {
                 if prev.sa_flags & libc::SA_SIGINFO != 0 {
                     let f: extern "C" fn(i32, *mut libc::siginfo_t, *mut libc::c_void) =
@@ -202,6 +316,7 @@ fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
                     f(sig);
                 }
             }
+            sys::sigmask(libc::SIG_SETMASK, &saved);
         }
     }
 }

@@ -55,6 +55,16 @@ pub fn free_slow(p: *mut u8) {
     detector::free_slow(p)
 }
 
+/// `sigaction` for a preload that keeps ufence's fault handler in front: see
+/// `fault::chained_sigaction`. Returns false when the caller must make the real call.
+pub fn chained_sigaction(
+    sig: i32,
+    new: Option<&libc::sigaction>,
+    old: Option<&mut libc::sigaction>,
+) -> bool {
+    fault::chained_sigaction(sig, new, old)
+}
+
 /// The requested size of a live pool object starting at `p`.
 pub fn object_size(p: *const u8) -> Option<usize> {
     detector::object_size(p)

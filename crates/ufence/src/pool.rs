@@ -13,7 +13,7 @@
 use crate::stack::Stack;
 use crate::sys;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 /// Never used since start.
 pub const UNUSED: u8 = 0;
@@ -146,7 +146,10 @@ pub struct Pool {
     pub nslots: usize,
     /// Ring buffer of free slot indices: allocate from the head, free to the tail.
     fifo: *mut u32,
-    fifo_state: UnsafeCell<(usize, usize)>,
+    /// Head index of the ring, under `lock`.
+    fifo_head: UnsafeCell<usize>,
+    /// Entries in the ring: written under `lock`, read without it to see a full pool cheaply.
+    fifo_len: AtomicUsize,
     /// One flag per guard page: set when the fault handler opened it to let a program go on.
     guards: *const AtomicBool,
     pub lock: SpinLock,
@@ -200,7 +203,8 @@ impl Pool {
             slots,
             nslots,
             fifo,
-            fifo_state: UnsafeCell::new((0, nslots)),
+            fifo_head: UnsafeCell::new(0),
+            fifo_len: AtomicUsize::new(nslots),
             guards,
             lock: SpinLock::new(),
         })
@@ -252,24 +256,24 @@ impl Pool {
         }
     }
 
-    /// Number of slots currently free for allocation.
+    /// Number of slots currently free for allocation (a snapshot).
     pub fn free_slots(&self) -> usize {
-        // SAFETY: a racy read of a usize is fine for a heuristic; exact users take the lock.
-        unsafe { (*self.fifo_state.get()).1 }
+        self.fifo_len.load(Ordering::Relaxed)
     }
 
     /// Takes the least recently freed slot, if any.
     pub fn pop(&self) -> Option<usize> {
         self.lock.lock();
-        // SAFETY: the FIFO is only touched under `lock`.
-        let r = unsafe {
-            let st = &mut *self.fifo_state.get();
-            if st.1 == 0 {
-                None
-            } else {
-                let i = *self.fifo.add(st.0);
-                st.0 = (st.0 + 1) % self.nslots;
-                st.1 -= 1;
+        let len = self.fifo_len.load(Ordering::Relaxed);
+        let r = if len == 0 {
+            None
+        } else {
+            // SAFETY: the ring and its head are only touched under `lock`; head < nslots.
+            unsafe {
+                let head = &mut *self.fifo_head.get();
+                let i = *self.fifo.add(*head);
+                *head = (*head + 1) % self.nslots;
+                self.fifo_len.store(len - 1, Ordering::Relaxed);
                 Some(i as usize)
             }
         };
@@ -280,14 +284,14 @@ impl Pool {
     /// Returns a slot to the tail of the FIFO.
     pub fn push(&self, i: usize) {
         self.lock.lock();
+        let len = self.fifo_len.load(Ordering::Relaxed);
         // SAFETY: under `lock`; the ring never holds more than nslots entries because each slot
-        // is pushed once per pop.
+        // is pushed once per pop, so the tail index is in bounds.
         unsafe {
-            let st = &mut *self.fifo_state.get();
-            let tail = (st.0 + st.1) % self.nslots;
+            let tail = (*self.fifo_head.get() + len) % self.nslots;
             *self.fifo.add(tail) = i as u32;
-            st.1 += 1;
         }
+        self.fifo_len.store(len + 1, Ordering::Relaxed);
         self.lock.unlock();
     }
 

@@ -40,9 +40,12 @@ struct ThreadState {
     rng: u64,
     /// Samples still owed by the current burst.
     burst_left: u64,
+    /// The last address this thread faulted on inside a live object's page (see `fault`).
+    last_fault: u64,
+    _spare: [u64; 7],
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 64);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 128);
 
 /// Set while the slow path runs, so that allocations made underneath it (by the C library, the
 /// unwinder) take the fast path instead of recursing.
@@ -284,6 +287,20 @@ pub fn random_bit() -> bool {
         t.rng = sys::random_u64() | 1;
     }
     t.next_random() >> 40 & 1 == 1
+}
+
+/// Records a fault at `addr` on a live object's page; true the first time in a row, false
+/// when the thread faults at the same address again (so it is not a transient race).
+pub fn first_fault_at(addr: usize) -> bool {
+    // SAFETY: the calling thread's own block; a signal handler runs on the faulting thread.
+    let t = unsafe { &mut *state() };
+    if t.last_fault == addr as u64 {
+        t.last_fault = 0;
+        false
+    } else {
+        t.last_fault = addr as u64;
+        true
+    }
 }
 
 /// Forgets the calling thread's plan, so its next allocation runs the slow path (after a knob

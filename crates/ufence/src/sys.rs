@@ -174,6 +174,26 @@ pub fn getenv(name: &core::ffi::CStr) -> Option<&'static [u8]> {
     }
 }
 
+extern "C" {
+    /// glibc's own `sigaction`. ufence calls it by this name because the preload exports a
+    /// `sigaction` of its own (to stay in front of the program's SIGSEGV handlers), which a
+    /// plain call from inside the library would reach.
+    fn __sigaction(sig: i32, act: *const libc::sigaction, old: *mut libc::sigaction) -> i32;
+}
+
+/// The system's `sigaction`, never the preload's.
+///
+/// # Safety
+/// `act` and `old` must each be null or valid, as for sigaction(2).
+pub unsafe fn real_sigaction(
+    sig: i32,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> i32 {
+    // SAFETY: the caller's obligation.
+    unsafe { __sigaction(sig, act, old) }
+}
+
 /// Installs `handler` for `sig` with SA_SIGINFO | SA_ONSTACK | SA_RESTART and returns the
 /// previous disposition, or None if sigaction failed.
 pub fn install_handler(
@@ -187,7 +207,7 @@ pub fn install_handler(
         new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
         libc::sigemptyset(&mut new.sa_mask);
         let mut old: libc::sigaction = core::mem::zeroed();
-        if libc::sigaction(sig, &new, &mut old) != 0 {
+        if real_sigaction(sig, &new, &mut old) != 0 {
             return None;
         }
         Some(old)
@@ -196,10 +216,10 @@ pub fn install_handler(
 
 /// The current disposition of `sig`.
 pub fn current_handler(sig: i32) -> Option<libc::sigaction> {
-    // SAFETY: a null new action only queries; `cur` is a valid out-pointer.
+    // SAFETY: a zeroed sigaction is a valid out-value; a null new action only queries.
     unsafe {
         let mut cur: libc::sigaction = core::mem::zeroed();
-        (libc::sigaction(sig, ptr::null(), &mut cur) == 0).then_some(cur)
+        (real_sigaction(sig, ptr::null(), &mut cur) == 0).then_some(cur)
     }
 }
 
@@ -210,7 +230,17 @@ pub fn reset_to_default(sig: i32) {
         let mut act: libc::sigaction = core::mem::zeroed();
         act.sa_sigaction = libc::SIG_DFL;
         libc::sigemptyset(&mut act.sa_mask);
-        libc::sigaction(sig, &act, ptr::null_mut());
+        real_sigaction(sig, &act, ptr::null_mut());
+    }
+}
+
+/// Changes the calling thread's signal mask (`how` as for pthread_sigmask); returns the old one.
+pub fn sigmask(how: i32, set: &libc::sigset_t) -> libc::sigset_t {
+    // SAFETY: valid set pointers; pthread_sigmask is async-signal-safe.
+    unsafe {
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::pthread_sigmask(how, set, &mut old);
+        old
     }
 }
 
@@ -250,6 +280,24 @@ pub fn ensure_altstack() {
             unmap(mem, SIZE);
         }
     }
+}
+
+/// Reads a small decimal number from a file such as `/proc/sys/vm/max_map_count`.
+pub fn read_number(path: &core::ffi::CStr) -> Option<u64> {
+    let mut buf = [0u8; 32];
+    // SAFETY: open/read/close into a stack buffer of the given length.
+    let n = unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    let text = buf.get(..usize::try_from(n).ok()?)?;
+    let digits = text.split(|c| !c.is_ascii_digit()).next()?;
+    core::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// A file opened read-only and mapped whole, for reading ELF symbol tables in a report.
@@ -368,7 +416,7 @@ pub fn module_of(pc: usize) -> Option<(usize, &'static core::ffi::CStr)> {
     None
 }
 
-/// ufence's per-thread state: eight words of initial-exec TLS, zero in every new thread.
+/// ufence's per-thread state: sixteen words of initial-exec TLS, zero in every new thread.
 ///
 /// Rust's `thread_local!` in a shared library goes through `__tls_get_addr`, which may call
 /// `malloc` (re-entering the preload) and costs a call on every allocation. glibc asks
@@ -382,16 +430,16 @@ mod thread_block {
         ".globl ufence_thread_block_v1",
         ".hidden ufence_thread_block_v1",
         ".type ufence_thread_block_v1,@object",
-        ".size ufence_thread_block_v1,64",
+        ".size ufence_thread_block_v1,128",
         "ufence_thread_block_v1:",
-        ".zero 64",
+        ".zero 128",
         ".popsection",
     );
 
     /// The calling thread's block.
     #[inline(always)]
-    pub fn get() -> *mut [u64; 8] {
-        let p: *mut [u64; 8];
+    pub fn get() -> *mut [u64; 16] {
+        let p: *mut [u64; 16];
         // SAFETY: reads the thread pointer and adds the loader-resolved TLS offset of a 64-byte
         // object that exists in every thread; touches no other memory.
         unsafe {
@@ -406,24 +454,32 @@ mod thread_block {
     }
 
     /// Counts one allocation down in the block's first word and says whether it reached zero:
-    /// `sub qword ptr fs:[off], 1` and a flag read, the whole sampling cost of an allocation.
-    /// (Written in Rust, the same update compiles to a load, a decrement, a store and a test.)
+    /// a GOT load, `sub qword ptr fs:[off], 1` and a conditional jump, the whole sampling cost
+    /// of an allocation. (Written in Rust, the same update compiles to a load, a decrement, a
+    /// store and a test; with an asm output instead of a jump, to a `setle` and a test.)
     #[inline(always)]
     pub fn count_down() -> bool {
-        let expired: u8;
+        let off: usize;
+        // SAFETY: loads the loader-resolved TLS offset of the block from the GOT.
+        unsafe {
+            core::arch::asm!(
+                "mov {off}, qword ptr [rip + ufence_thread_block_v1@GOTTPOFF]",
+                off = out(reg) off,
+                options(pure, readonly, nostack, preserves_flags)
+            );
+        }
         // SAFETY: decrements the first word of the calling thread's own block (see `get`);
         // no other memory is touched.
         unsafe {
             core::arch::asm!(
-                "mov {off}, qword ptr [rip + ufence_thread_block_v1@GOTTPOFF]",
                 "sub qword ptr fs:[{off}], 1",
-                "setle {expired}",
-                off = out(reg) _,
-                expired = out(reg_byte) expired,
+                "jle {expired}",
+                off = in(reg) off,
+                expired = label { return true; },
                 options(nostack)
             );
         }
-        expired != 0
+        false
     }
 }
 
@@ -431,11 +487,11 @@ mod thread_block {
 mod thread_block {
     use core::cell::UnsafeCell;
     std::thread_local! {
-        static BLOCK: UnsafeCell<[u64; 8]> = const { UnsafeCell::new([0; 8]) };
+        static BLOCK: UnsafeCell<[u64; 16]> = const { UnsafeCell::new([0; 16]) };
     }
     /// The calling thread's block (portable fallback; slower in a shared library).
     #[inline(always)]
-    pub fn get() -> *mut [u64; 8] {
+    pub fn get() -> *mut [u64; 16] {
         BLOCK.with(|b| b.get())
     }
     /// Counts one allocation down; true when the countdown reached zero.

@@ -687,8 +687,9 @@ fn t_exhaustion() {
     let r = run("exhaustion", "sample_rate=1:num_objects=8");
     let in_pool: usize = r.fact("in_pool").parse().unwrap();
     let skips: usize = r.fact("capacity_skips").parse().unwrap();
-    assert!(in_pool <= 8, "{}", r.dump());
-    assert_eq!(in_pool + skips, 100, "{}", r.dump());
+    assert!((1..=8).contains(&in_pool), "{}", r.dump());
+    // A full pool is looked at again every 64 allocations, each look counting one skip.
+    assert!(skips >= 1, "{}", r.dump());
     assert!(r.reports().is_empty(), "{}", r.dump());
     expect_continued(&r);
 }
