@@ -1812,6 +1812,17 @@ fn malloc_keeps_glibcs_16_byte_alignment() {
     under.assert_no_report();
 }
 
+/// dlopen/dlclose of a library at run time, allocating in between, behaves as without ufence.
+#[test]
+fn dlopen_and_dlclose_work() {
+    let (plain, under) = hostile("dlopen", RATE1);
+    plain.assert_exit_code(0);
+    under.assert_exit_code(0);
+    assert!(plain.stdout.contains("cos(10/2)=0.283662"), "{}", plain.context());
+    assert_eq!(under.stdout, plain.stdout, "{}", under.context());
+    under.assert_no_report();
+}
+
 /// ufence's own lookups never clear the program's pending dlerror().
 #[test]
 fn dlerror_survives_sampled_realloc() {

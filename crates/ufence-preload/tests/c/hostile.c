@@ -109,6 +109,17 @@ int main(int argc, char **argv) {
         const char *e = dlerror();
         printf("handle=%p error kept=%d\n", h, e != NULL);
         free(big);
+    } else if (!strcmp(m, "dlopen")) {
+        /* Libraries loaded at run time allocate through the preload like everything else. */
+        for (int i = 0; i < 20; i++) {
+            void *h = dlopen("libm.so.6", RTLD_NOW | RTLD_LOCAL);
+            double (*f)(double) = h ? (double (*)(double))dlsym(h, "cos") : NULL;
+            char *buf = malloc(64);
+            snprintf(buf, 64, "%.6f", f ? f(i * 0.5) : -1.0);
+            if (i % 5 == 0) printf("cos(%d/2)=%s\n", i, buf);
+            free(buf);
+            if (h) dlclose(h);
+        }
     } else if (!strcmp(m, "stale_free")) {
         /* Run with num_objects=1: the stale free of an earlier occupant of the slot must not
          * use up the report of the object living there now. */
