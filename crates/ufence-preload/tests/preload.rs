@@ -1818,7 +1818,11 @@ fn dlopen_and_dlclose_work() {
     let (plain, under) = hostile("dlopen", RATE1);
     plain.assert_exit_code(0);
     under.assert_exit_code(0);
-    assert!(plain.stdout.contains("cos(10/2)=0.283662"), "{}", plain.context());
+    assert!(
+        plain.stdout.contains("cos(10/2)=0.283662"),
+        "{}",
+        plain.context()
+    );
     assert_eq!(under.stdout, plain.stdout, "{}", under.context());
     under.assert_no_report();
 }
