@@ -694,10 +694,10 @@ impl Report {
 // The bug programs
 // ---------------------------------------------------------------------------------------------
 
-// Without the cost governor (max_overhead), so that every allocation is sampled however slow
-// the machine: detection in these tests must be deterministic.
-const RATE1: &str = "sample_rate=1:max_overhead=0";
-const RATE1_ABORT: &str = "sample_rate=1:max_overhead=0:on_error=abort";
+// Without the cost governor (max_overhead) or the covered-sites skip, so that every allocation
+// is sampled however slow the machine: detection in these tests must be deterministic.
+const RATE1: &str = "sample_rate=1:max_overhead=0:skip_covered_thresh=100";
+const RATE1_ABORT: &str = "sample_rate=1:max_overhead=0:skip_covered_thresh=100:on_error=abort";
 
 /// Runs `bugs MODE` under `sample_rate=1` in both error modes. In `continue` mode there must be
 /// exactly one report and the program must run to its end with its own status (42); in `abort`

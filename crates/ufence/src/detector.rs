@@ -4,10 +4,10 @@
 use crate::options::{self, OnError, Options};
 use crate::pool::{Pool, Record, SpinLock, ALLOCATED, FREED, FREEING, UNUSED};
 use crate::report::{self, Error, Kind};
-use crate::sampler::{self, Verdict, KNOBS};
-use crate::stack;
+use crate::sampler::{self, Fit, Verdict, KNOBS};
+use crate::stack::{self, Stack};
 use crate::stats::Counters;
-use crate::{fault, sys};
+use crate::{covered, fault, sys};
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
@@ -205,9 +205,18 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
     sampler::hold();
     let ready = ensure_started(defaults);
     let page = sys::page_size();
-    let compatible = size > 0 && size <= page && align <= page;
+    let fit = if size == 0 || size > page || align > page {
+        Fit::Incompatible
+    } else if size as u64 >= KNOBS.size_min.load(Relaxed)
+        && size as u64 <= KNOBS.size_max.load(Relaxed)
+    {
+        Fit::Yes
+    } else {
+        Fit::Filtered
+    };
+    let occupancy = pool().map_or(0, |p| (1000 - p.free_slots() * 1000 / p.nslots) as u64);
     let mut p = core::ptr::null_mut();
-    if sampler::decide(ready, compatible, &COUNTERS) == Verdict::Sample {
+    if let Verdict::Sample { timed } = sampler::decide(ready, fit, &COUNTERS, occupancy) {
         if let Some(pool) = pool() {
             let t0 = sys::now_ns();
             if pool.free_slots() == 0 {
@@ -216,7 +225,7 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
                 Counters::bump(&COUNTERS.skipped_capacity);
                 sampler::pause(64);
             } else if within_budget(t0) {
-                p = pool_alloc(pool, size, align.max(1), stack::approx_sp());
+                p = sampled_alloc(pool, size, align.max(1), occupancy, timed);
                 COUNTERS.pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
             } else {
                 // Over budget: let this thread's next allocations through untouched rather
@@ -228,6 +237,22 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
     }
     sampler::resume();
     p
+}
+
+/// A sampled allocation: its stack first (the site decides whether it is covered), then a slot.
+#[inline(never)]
+fn sampled_alloc(pool: &Pool, size: usize, align: usize, occupancy: u64, timed: bool) -> *mut u8 {
+    let stack = stack::capture(stack::approx_sp());
+    let site = covered::site_hash(stack.frames());
+    let thresh = KNOBS.skip_covered_thresh.load(Relaxed);
+    if thresh < 100 && occupancy > thresh * 10 && pool.covered.contains(site) {
+        Counters::bump(&COUNTERS.skipped_covered);
+        if timed {
+            sampler::reopen_gate();
+        }
+        return core::ptr::null_mut();
+    }
+    pool_alloc(pool, size, align, stack, site)
 }
 
 /// Time a sampled operation may use freely before the budget applies (about a thousand
@@ -248,7 +273,7 @@ fn within_budget(now: u64) -> bool {
     spent < BUDGET_GRACE_NS.max(elapsed / 100 * pct)
 }
 
-fn pool_alloc(pool: &Pool, size: usize, align: usize, entry_sp: usize) -> *mut u8 {
+fn pool_alloc(pool: &Pool, size: usize, align: usize, stack: Stack, site: u64) -> *mut u8 {
     let Some(i) = pool.pop() else {
         Counters::bump(&COUNTERS.skipped_capacity);
         return core::ptr::null_mut();
@@ -282,7 +307,9 @@ fn pool_alloc(pool: &Pool, size: usize, align: usize, entry_sp: usize) -> *mut u
     s.size = size;
     s.align = align;
     s.right = right;
-    s.alloc = Record::here(stack::capture(entry_sp));
+    s.alloc = Record::here(stack);
+    s.site = site;
+    pool.covered.add(site);
     s.free = Record::EMPTY;
     s.reported.store(false, Relaxed);
     s.page_opened.store(false, Relaxed);
@@ -352,6 +379,7 @@ fn free_in_pool(pool: &Pool, p: usize, entry_sp: usize) {
         );
     }
     sys::protect(pool.page_of_slot(i) as *mut u8, pool.page, false);
+    pool.covered.remove(s.site);
     s.state.store(FREED, Release);
     Counters::bump(&COUNTERS.frees);
     pool.push(i);
@@ -416,7 +444,11 @@ pub fn object_size(p: *const u8) -> Option<usize> {
 /// A snapshot of the counters.
 pub fn stats() -> crate::Stats {
     let enabled = pool().is_some() && KNOBS.enabled.load(Relaxed);
-    COUNTERS.snapshot(enabled)
+    let mut s = COUNTERS.snapshot(enabled);
+    if KNOBS.interval_ns.load(Relaxed) > 0 {
+        s.sample_interval_ms = KNOBS.current_ns.load(Relaxed) / 1_000_000;
+    }
+    s
 }
 
 /// Used by the fault handler: is slot `i` holding a freed object?

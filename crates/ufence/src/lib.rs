@@ -21,6 +21,7 @@ pub mod stats;
 pub mod symbolize;
 pub mod sys;
 
+mod covered;
 mod detector;
 mod fault;
 mod pool;
@@ -94,6 +95,39 @@ pub fn set_enabled(on: bool) {
         .enabled
         .store(on, core::sync::atomic::Ordering::Relaxed);
     sampler::reset_thread();
+}
+
+/// Changes the covered-sites threshold (percent of the pool in use; 100 turns it off).
+pub fn set_skip_covered_thresh(percent: u64) {
+    sampler::KNOBS
+        .skip_covered_thresh
+        .store(percent.min(100), core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Turns the occupancy-driven interval on or off, with its upper bound in milliseconds.
+pub fn set_adaptive(on: bool, max_ms: u64) {
+    let k = &sampler::KNOBS;
+    k.adaptive_max_ns.store(
+        max_ms.saturating_mul(1_000_000),
+        core::sync::atomic::Ordering::Relaxed,
+    );
+    k.adaptive.store(on, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Restricts sampling to requests whose size is in the range.
+pub fn set_sample_sizes(range: options::SizeRange) {
+    let k = &sampler::KNOBS;
+    k.size_min
+        .store(range.min as u64, core::sync::atomic::Ordering::Relaxed);
+    k.size_max
+        .store(range.max as u64, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Changes `burst` (extra consecutive samples after each interval's sample).
+pub fn set_burst(n: u64) {
+    sampler::KNOBS
+        .burst
+        .store(n, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Changes what happens after an error while running.

@@ -122,6 +122,51 @@ impl OptionValue for InlinePath {
     }
 }
 
+/// A range of request sizes in bytes, `MIN-MAX` (inclusive) or a single size; `any` for all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SizeRange {
+    pub min: usize,
+    pub max: usize,
+}
+
+impl SizeRange {
+    pub const ANY: SizeRange = SizeRange {
+        min: 0,
+        max: usize::MAX,
+    };
+    pub fn contains(&self, size: usize) -> bool {
+        self.min <= size && size <= self.max
+    }
+}
+
+impl OptionValue for SizeRange {
+    const KIND: &'static str = "MIN-MAX|any";
+    fn parse(text: &[u8], _: u64, _: u64) -> Option<SizeRange> {
+        if text == b"any" {
+            return Some(SizeRange::ANY);
+        }
+        let num = |t: &[u8]| <u64 as OptionValue>::parse(t, 0, u64::MAX).map(|v| v as usize);
+        let r = match text.iter().position(|&c| c == b'-') {
+            Some(i) => SizeRange {
+                min: num(&text[..i])?,
+                max: num(&text[i + 1..])?,
+            },
+            None => {
+                let v = num(text)?;
+                SizeRange { min: v, max: v }
+            }
+        };
+        (r.min <= r.max).then_some(r)
+    }
+    fn write(&self, out: &mut dyn Write) -> core::fmt::Result {
+        if *self == SizeRange::ANY {
+            out.write_str("any")
+        } else {
+            write!(out, "{}-{}", self.min, self.max)
+        }
+    }
+}
+
 /// Describes one option for `--help`, docs and validation in the command-line tool.
 #[derive(Clone, Copy, Debug)]
 pub struct OptionSpec {
@@ -214,6 +259,14 @@ declare_options! {
     on_error: OnError = OnError::Continue, "continue", range 0..=0, runtime true;
     /// Percent of wall time ufence may spend on sampled allocations and frees (after a 20 ms grace); beyond it, sampling pauses. Bounds the cost of high rates such as sample_rate=1. 0 = no limit.
     max_overhead: u64 = 50, "50", range 0..=10_000, runtime true;
+    /// Percent of the pool in use above which allocations from a site that already has an object in the pool are skipped (KFENCE), so that the last slots go to new sites. 100 = never skip.
+    skip_covered_thresh: u64 = 75, "75", range 0..=100, runtime true;
+    /// 1: the interval follows pool occupancy: sample_interval while at most half the pool is in use, growing geometrically to adaptive_max as it fills, so that objects keep cycling through the pool.
+    adaptive: bool = false, "0", range 0..=1, runtime true;
+    /// Milliseconds: the longest interval adaptive=1 may choose (when the pool is full).
+    adaptive_max: u64 = 10_000, "10000", range 1..=86_400_000, runtime true;
+    /// Sample only requests of these sizes in bytes (MIN-MAX, or one size), for hunting one bug; the interval's sample waits for a request that fits.
+    sample_sizes: SizeRange = SizeRange::ANY, "any", range 0..=0, runtime true;
     /// Extra consecutive allocations sampled after each interval expires (KFENCE `burst`).
     burst: u64 = 0, "0", range 0..=1_000, runtime true;
 }
@@ -311,6 +364,19 @@ mod tests {
             let needle = format!("{}={}", spec.name, spec.default);
             assert!(s.contains(&needle), "{needle} not in {s}");
         }
+    }
+
+    #[test]
+    fn size_ranges() {
+        let (o, bad) = parse("sample_sizes=16-64");
+        assert_eq!(bad, 0);
+        assert!(o.sample_sizes.contains(16) && o.sample_sizes.contains(64));
+        assert!(!o.sample_sizes.contains(65) && !o.sample_sizes.contains(15));
+        let (o, _) = parse("sample_sizes=100");
+        assert!(o.sample_sizes.contains(100) && !o.sample_sizes.contains(101));
+        let (o, bad) = parse("sample_sizes=64-16:sample_sizes=x-1:sample_sizes=-");
+        assert_eq!(bad, 3);
+        assert_eq!(o.sample_sizes, SizeRange::ANY);
     }
 
     #[test]

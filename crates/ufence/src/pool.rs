@@ -66,6 +66,8 @@ pub struct Slot {
     pub align: usize,
     /// True when the object ends at the right edge of its page.
     pub right: bool,
+    /// The allocation site's hash, in the covered-sites filter while the object lives.
+    pub site: u64,
     pub alloc: Record,
     pub free: Record,
 }
@@ -153,6 +155,8 @@ pub struct Pool {
     /// One flag per guard page: set when the fault handler opened it to let a program go on.
     guards: *const AtomicBool,
     pub lock: SpinLock,
+    /// The allocation sites of the objects in the pool (see `covered`).
+    pub covered: crate::covered::Covered,
 }
 
 // SAFETY: every mutable field is reached either under `lock` (the FIFO) or by the single thread
@@ -169,6 +173,7 @@ impl Pool {
         let meta_bytes = nslots * core::mem::size_of::<Slot>() + nslots * 4 + nslots + 1;
         let meta_len = meta_bytes.div_ceil(page) * page;
         let meta = sys::map_rw(meta_len)?;
+        let covered = crate::covered::Covered::new(nslots)?;
         let Some(base) = sys::map_none(len) else {
             // SAFETY: meta was just mapped with this length and nothing refers to it.
             unsafe { sys::unmap(meta, meta_len) };
@@ -207,6 +212,7 @@ impl Pool {
             fifo_len: AtomicUsize::new(nslots),
             guards,
             lock: SpinLock::new(),
+            covered,
         })
     }
 

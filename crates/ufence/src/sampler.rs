@@ -73,6 +73,14 @@ pub struct Knobs {
     pub rate: AtomicU64,
     pub burst: AtomicU64,
     pub max_overhead: AtomicU64,
+    pub skip_covered_thresh: AtomicU64,
+    pub adaptive: AtomicBool,
+    pub adaptive_max_ns: AtomicU64,
+    /// `sample_sizes`, as its bounds.
+    pub size_min: AtomicU64,
+    pub size_max: AtomicU64,
+    /// The interval in force: `interval_ns`, or what `adaptive` made of it at the last sample.
+    pub current_ns: AtomicU64,
     /// The next time-based sample is due at this many ns of CLOCK_MONOTONIC.
     pub deadline: AtomicU64,
 }
@@ -83,6 +91,12 @@ pub static KNOBS: Knobs = Knobs {
     rate: AtomicU64::new(0),
     burst: AtomicU64::new(0),
     max_overhead: AtomicU64::new(0),
+    skip_covered_thresh: AtomicU64::new(100),
+    adaptive: AtomicBool::new(false),
+    adaptive_max_ns: AtomicU64::new(0),
+    size_min: AtomicU64::new(0),
+    size_max: AtomicU64::new(u64::MAX),
+    current_ns: AtomicU64::new(0),
     deadline: AtomicU64::new(u64::MAX),
 };
 
@@ -93,14 +107,36 @@ impl Knobs {
         self.rate.store(o.sample_rate, Relaxed);
         self.burst.store(o.burst, Relaxed);
         self.max_overhead.store(o.max_overhead, Relaxed);
+        self.skip_covered_thresh
+            .store(o.skip_covered_thresh, Relaxed);
+        self.adaptive.store(o.adaptive, Relaxed);
+        self.adaptive_max_ns
+            .store(o.adaptive_max.saturating_mul(1_000_000), Relaxed);
+        self.size_min.store(o.sample_sizes.min as u64, Relaxed);
+        self.size_max.store(o.sample_sizes.max as u64, Relaxed);
         self.enabled.store(o.enabled, Relaxed);
         self.set_interval_ms(o.sample_interval, seed);
+    }
+
+    /// The interval to the next time-based sample, given the pool's occupancy (per mille):
+    /// with `adaptive`, `sample_interval` while at most half the pool is in use, then growing
+    /// geometrically to `adaptive_max` as the pool fills. The seed's "dynamic policy": fewer new
+    /// objects while long-lived ones hold the pool, so that it drains and keeps sampling.
+    pub fn effective_interval(&self, base: u64, occupancy_permille: u64) -> u64 {
+        let max = self.adaptive_max_ns.load(Relaxed);
+        if !self.adaptive.load(Relaxed) || occupancy_permille <= 500 || max <= base {
+            return base;
+        }
+        let x = (occupancy_permille.min(1000) - 500) as f64 / 500.0;
+        let ratio = max as f64 / base.max(1) as f64;
+        ((base as f64) * ratio.powf(x)) as u64
     }
 
     /// Changes the interval; a shorter interval takes effect at once.
     pub fn set_interval_ms(&self, ms: u64, seed: u64) {
         let ns = ms.saturating_mul(1_000_000);
         self.interval_ns.store(ns, Relaxed);
+        self.current_ns.store(ns, Relaxed);
         if ns > 0 {
             let due = sys::now_ns() + seed % ns;
             self.deadline.fetch_min(due, Relaxed);
@@ -108,10 +144,23 @@ impl Knobs {
     }
 }
 
+/// Whether a request may go to the pool, as far as the slow path is concerned.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Fit {
+    Yes,
+    /// Too large or too aligned for a page: counted as "skipped (incompatible)".
+    Incompatible,
+    /// Outside the sizes the user asked for (`sample_sizes`): not counted.
+    Filtered,
+}
+
 /// What the slow path decided for this allocation.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Verdict {
-    Sample,
+    /// Sample it; `timed` when the sample is the interval's (so a refusal can hand it on).
+    Sample {
+        timed: bool,
+    },
     Pass,
 }
 
@@ -145,11 +194,13 @@ pub fn resume() {
     }
 }
 
-/// The slow path, called between [`hold`] and [`resume`]. `ready` says whether the detector is usable (false while it starts or after
-/// it was disabled); `compatible` whether this request could go to the pool at all.
+/// The slow path, called between [`hold`] and [`resume`]. `ready` says whether the detector is
+/// usable (false while it starts or after it was disabled); `fit` whether this request could go
+/// to the pool; `occupancy` the share of the pool in use, per mille (for `adaptive`).
 #[cold]
 #[inline(never)]
-pub fn decide(ready: bool, compatible: bool, counters: &Counters) -> Verdict {
+pub fn decide(ready: bool, fit: Fit, counters: &Counters, occupancy: u64) -> Verdict {
+    let compatible = fit == Fit::Yes;
     // SAFETY: the calling thread's own block.
     let t = unsafe { &mut *state() };
     let done = t.planned.max(1);
@@ -166,6 +217,7 @@ pub fn decide(ready: bool, compatible: bool, counters: &Counters) -> Verdict {
         return t.plan(IDLE_RECHECK);
     }
     let mut sample = false;
+    let mut timed = false;
     let mut owed = false;
 
     // A burst continues with the allocations right after a time-based sample.
@@ -193,19 +245,34 @@ pub fn decide(ready: bool, compatible: bool, counters: &Counters) -> Verdict {
     let mut until_due = u64::MAX;
     if interval > 0 {
         let now = sys::now_ns();
-        let due = k.deadline.load(Relaxed);
+        let mut due = k.deadline.load(Relaxed);
+        if k.adaptive.load(Relaxed) && due > now {
+            // The pool drained since the deadline was set: bring it in to what the interval is
+            // now, rather than wait out an interval chosen when the pool was full.
+            let sooner = now.saturating_add(k.effective_interval(interval, occupancy));
+            if sooner < due {
+                k.deadline.fetch_min(sooner, Relaxed);
+                k.current_ns
+                    .store(k.effective_interval(interval, occupancy), Relaxed);
+                due = sooner;
+            }
+        }
         if now >= due {
             if !compatible {
                 // Keep the deadline for the next compatible allocation, as KFENCE keeps its
                 // gate open when it refuses a request.
                 owed = true;
-            } else if k
-                .deadline
-                .compare_exchange(due, now.saturating_add(interval), Relaxed, Relaxed)
-                .is_ok()
-            {
-                sample = true;
-                t.burst_left = k.burst.load(Relaxed);
+            } else {
+                let next = k.effective_interval(interval, occupancy);
+                if k.deadline
+                    .compare_exchange(due, now.saturating_add(next), Relaxed, Relaxed)
+                    .is_ok()
+                {
+                    k.current_ns.store(next, Relaxed);
+                    sample = true;
+                    timed = true;
+                    t.burst_left = k.burst.load(Relaxed);
+                }
             }
         } else {
             until_due = due - now;
@@ -220,8 +287,10 @@ pub fn decide(ready: bool, compatible: bool, counters: &Counters) -> Verdict {
         until_due = (until_due / per_alloc).max(1);
     }
 
-    if sample && !compatible {
+    if sample && fit == Fit::Incompatible {
         crate::stats::Counters::bump(&counters.skipped_incompatible);
+    }
+    if !compatible {
         sample = false;
     }
 
@@ -237,10 +306,20 @@ pub fn decide(ready: bool, compatible: bool, counters: &Counters) -> Verdict {
     }
     t.plan(next);
     if sample {
-        Verdict::Sample
+        Verdict::Sample { timed }
     } else {
         Verdict::Pass
     }
+}
+
+/// Hands the interval's sample on to the next allocation, when the one that won it could not
+/// take it (its site was covered): the deadline is made due again, and this thread looks at it
+/// on its very next allocation.
+pub fn reopen_gate() {
+    KNOBS.deadline.fetch_min(sys::now_ns(), Relaxed);
+    // SAFETY: the calling thread's own block.
+    let t = unsafe { &mut *state() };
+    t.planned = 1;
 }
 
 impl ThreadState {

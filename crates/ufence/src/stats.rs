@@ -18,6 +18,9 @@ pub struct Stats {
     pub skipped_covered: u64,
     /// Not in KFENCE: samples given up because ufence had used its time budget (`max_overhead`).
     pub skipped_budget: u64,
+    /// Not in KFENCE: the time-based interval in force, in milliseconds (it moves with
+    /// `adaptive=1`); 0 when time-based sampling is off.
+    pub sample_interval_ms: u64,
 }
 
 impl Stats {
@@ -30,7 +33,7 @@ impl Stats {
     }
 
     /// Name and value of every counter, in KFENCE's order.
-    pub fn fields(&self) -> [(&'static str, u64); 10] {
+    pub fn fields(&self) -> [(&'static str, u64); 11] {
         [
             ("enabled", self.enabled as u64),
             ("currently allocated", self.currently_allocated),
@@ -45,6 +48,7 @@ impl Stats {
             ("skipped allocations (capacity)", self.skipped_capacity),
             ("skipped allocations (covered)", self.skipped_covered),
             ("skipped allocations (budget)", self.skipped_budget),
+            ("sample interval (ms)", self.sample_interval_ms),
         ]
     }
 }
@@ -94,6 +98,7 @@ impl Counters {
             skipped_capacity: self.skipped_capacity.load(Relaxed),
             skipped_covered: self.skipped_covered.load(Relaxed),
             skipped_budget: self.skipped_budget.load(Relaxed),
+            sample_interval_ms: 0,
         }
     }
 }

@@ -441,6 +441,139 @@ fn timed(ms: u64) {
     println!("runs={}", runs.join(","));
 }
 
+#[inline(never)]
+fn site_a() -> *mut u8 {
+    std::hint::black_box(alloc(64, 8))
+}
+#[inline(never)]
+fn site_b() -> *mut u8 {
+    std::hint::black_box(alloc(64, 8))
+}
+#[inline(never)]
+fn site_c() -> *mut u8 {
+    std::hint::black_box(alloc(64, 8))
+}
+
+/// Allocates `n` objects from `site`, keeping them; prints how many went to the pool.
+fn hold_from(name: &str, site: fn() -> *mut u8, n: usize, held: &mut Vec<*mut u8>) {
+    let mut in_pool = 0;
+    for _ in 0..n {
+        let p = site();
+        in_pool += ufence::owns(p) as usize;
+        held.push(p);
+    }
+    println!("{name}={in_pool}");
+}
+
+#[inline(never)]
+fn covered() {
+    // num_objects=20, skip_covered_thresh=50: over half full, a site already in the pool is
+    // skipped, so new sites still get slots.
+    let mut held = Vec::with_capacity(100);
+    // The first print allocates stdout's buffer (sampled, kept): before counting.
+    println!("covered scenario");
+    let before = ufence::stats().currently_allocated;
+    println!("used_before={before}");
+    hold_from("a", site_a, 30, &mut held);
+    hold_from("b", site_b, 5, &mut held);
+    hold_from("c", site_c, 5, &mut held);
+    println!("covered={}", ufence::stats().skipped_covered);
+    // Freed objects leave the filter: with the pool drained, site a is sampled again.
+    for p in held.drain(..) {
+        dealloc(p, 64, 8);
+    }
+    hold_from("a_again", site_a, 5, &mut held);
+}
+
+/// Allocates continuously for `ms`, keeping every sampled object (long-lived objects that
+/// fill the pool); prints objects sampled and the interval in force at the end.
+#[inline(never)]
+fn fill_for(ms: u64, held: &mut Vec<*mut u8>) -> u64 {
+    let start = std::time::Instant::now();
+    let mut sampled = 0;
+    while start.elapsed().as_millis() < ms as u128 {
+        let p = alloc(48, 8);
+        if ufence::owns(p) {
+            sampled += 1;
+            held.push(p);
+        } else {
+            dealloc(p, 48, 8);
+        }
+    }
+    sampled
+}
+
+#[inline(never)]
+fn adaptive() {
+    let mut held = Vec::with_capacity(64);
+    let sampled = fill_for(200, &mut held);
+    println!("sampled={sampled}");
+    println!("interval_full={}", ufence::stats().sample_interval_ms);
+    // Draining the pool brings the interval back to sample_interval.
+    for p in held.drain(..) {
+        dealloc(p, 48, 8);
+    }
+    let start = std::time::Instant::now();
+    while start.elapsed().as_millis() < 100 {
+        let p = alloc(48, 8);
+        dealloc(p, 48, 8);
+    }
+    println!("interval_drained={}", ufence::stats().sample_interval_ms);
+}
+
+#[inline(never)]
+fn sizes() {
+    // sample_sizes=100-200 with sample_rate=1: only fitting sizes go to the pool.
+    let mut shown = Vec::new();
+    for size in [50usize, 100, 150, 200, 250, 4000] {
+        let p = alloc(size, 8);
+        shown.push(format!("{size}:{}", ufence::owns(p) as u8));
+        dealloc(p, size, 8);
+    }
+    println!("sizes={}", shown.join(","));
+    // Runtime change: any size again.
+    ufence::set_sample_sizes(ufence::options::SizeRange::ANY);
+    let p = alloc(50, 8);
+    println!("after_change={}", ufence::owns(p));
+    dealloc(p, 50, 8);
+}
+
+#[inline(never)]
+fn sizes_timed() {
+    // sample_interval with sample_sizes=150: the interval's sample waits for a fitting request.
+    let start = std::time::Instant::now();
+    let (mut sampled, mut wrong) = (0, 0);
+    let mut i = 0u64;
+    while start.elapsed().as_millis() < 300 {
+        i += 1;
+        let size = if i % 1000 == 0 { 150 } else { 48 };
+        let p = alloc(size, 8);
+        if ufence::owns(p) {
+            sampled += 1;
+            wrong += (size != 150) as u32;
+        }
+        dealloc(p, size, 8);
+    }
+    println!("sampled={sampled}");
+    println!("wrong_size={wrong}");
+}
+
+#[inline(never)]
+fn runtime_knobs() {
+    // Started with everything off: nothing sampled until the knobs change.
+    let p = alloc(32, 8);
+    println!("before={}", ufence::owns(p));
+    dealloc(p, 32, 8);
+    ufence::set_sample_rate(1);
+    let p = alloc(32, 8);
+    println!("rate_on={}", ufence::owns(p));
+    dealloc(p, 32, 8);
+    ufence::set_enabled(false);
+    let p = alloc(32, 8);
+    println!("disabled={}", ufence::owns(p));
+    dealloc(p, 32, 8);
+}
+
 fn run_scenario(name: &str) {
     match name {
         "oob_read_right" => oob_read_right(),
@@ -467,6 +600,11 @@ fn run_scenario(name: &str) {
         "stack_overflow" => stack_overflow(),
         "stats_counts" => stats_counts(),
         "timed" => timed(400),
+        "covered" => covered(),
+        "adaptive" => adaptive(),
+        "sizes" => sizes(),
+        "sizes_timed" => sizes_timed(),
+        "runtime_knobs" => runtime_knobs(),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -540,8 +678,9 @@ fn run(scenario: &str, options: &str) -> Run {
     }
 }
 
-/// Every allocation sampled, without the cost governor, so that detection is deterministic.
-const ALL: &str = "sample_rate=1:max_overhead=0";
+/// Every allocation sampled, without the cost governor or the covered-sites skip, so that
+/// detection is deterministic.
+const ALL: &str = "sample_rate=1:max_overhead=0:skip_covered_thresh=100";
 
 fn expect_continued(r: &Run) {
     assert_eq!(r.code, Some(0), "continue mode must go on\n{}", r.dump());
@@ -684,7 +823,10 @@ fn t_realloc() {
 }
 
 fn t_exhaustion() {
-    let r = run("exhaustion", "sample_rate=1:num_objects=8");
+    let r = run(
+        "exhaustion",
+        "sample_rate=1:num_objects=8:skip_covered_thresh=100",
+    );
     let in_pool: usize = r.fact("in_pool").parse().unwrap();
     let skips: usize = r.fact("capacity_skips").parse().unwrap();
     assert!((1..=8).contains(&in_pool), "{}", r.dump());
@@ -804,6 +946,7 @@ fn t_stats() {
         "skipped allocations (capacity): ",
         "skipped allocations (covered): 0",
         "skipped allocations (budget): 0",
+        "sample interval (ms): 100",
     ] {
         assert!(r.out.contains(name), "{name}\n{}", r.dump());
     }
@@ -876,6 +1019,88 @@ fn t_budget() {
     assert!(g_sampled > 1000, "{}", governed.dump());
 }
 
+fn t_covered() {
+    let r = run(
+        "covered",
+        "sample_rate=1:max_overhead=0:num_objects=20:skip_covered_thresh=50",
+    );
+    // Site a fills the pool to just over half (11 of 20, counting the scenario's own objects
+    // already there), then is covered; b and c each get one slot; the rest are skipped.
+    let before: u64 = r.fact("used_before").parse().unwrap();
+    let a: u64 = r.fact("a").parse().unwrap();
+    assert_eq!(before + a, 11, "{}", r.dump());
+    assert_eq!(r.fact("b"), "1", "{}", r.dump());
+    assert_eq!(r.fact("c"), "1", "{}", r.dump());
+    assert_eq!(
+        r.fact("covered"),
+        (30 - a + 4 + 4).to_string(),
+        "{}",
+        r.dump()
+    );
+    assert_eq!(
+        r.fact("a_again"),
+        "5",
+        "freed objects leave the filter\n{}",
+        r.dump()
+    );
+    // Off at 100: site a takes the whole pool.
+    let r = run(
+        "covered",
+        "sample_rate=1:max_overhead=0:num_objects=20:skip_covered_thresh=100",
+    );
+    let before: u64 = r.fact("used_before").parse().unwrap();
+    assert_eq!(r.fact("a"), (20 - before).to_string(), "{}", r.dump());
+    assert_eq!(r.fact("covered"), "0", "{}", r.dump());
+}
+
+fn t_adaptive() {
+    let fixed = run(
+        "adaptive",
+        "sample_interval=10:num_objects=10:skip_covered_thresh=100",
+    );
+    let adapt = run(
+        "adaptive",
+        "sample_interval=10:num_objects=10:skip_covered_thresh=100:adaptive=1:adaptive_max=1000",
+    );
+    // Fixed: 10 ms all along; the pool is full after about 100 ms.
+    assert_eq!(fixed.fact("sampled"), "10", "{}", fixed.dump());
+    assert_eq!(fixed.fact("interval_full"), "10", "{}", fixed.dump());
+    // Adaptive: 10 ms up to half full, then 25, 63, 158, 398 ms: after 200 ms the pool is
+    // not full yet (its 9th object comes at about 150 ms, the 10th at about 310 ms) ...
+    let sampled: u64 = adapt.fact("sampled").parse().unwrap();
+    assert!((7..=9).contains(&sampled), "{}", adapt.dump());
+    let widened: u64 = adapt.fact("interval_full").parse().unwrap();
+    assert!(widened > 20, "interval grew: {widened}\n{}", adapt.dump());
+    // ... and narrows back once it drains.
+    assert_eq!(adapt.fact("interval_drained"), "10", "{}", adapt.dump());
+}
+
+fn t_sizes() {
+    let r = run("sizes", "sample_rate=1:max_overhead=0:sample_sizes=100-200");
+    assert_eq!(
+        r.fact("sizes"),
+        "50:0,100:1,150:1,200:1,250:0,4000:0",
+        "{}",
+        r.dump()
+    );
+    assert_eq!(r.fact("after_change"), "true", "{}", r.dump());
+    let r = run("sizes_timed", "sample_interval=20:sample_sizes=150");
+    let sampled: u64 = r.fact("sampled").parse().unwrap();
+    assert!(
+        (8..=16).contains(&sampled),
+        "one per interval\n{}",
+        r.dump()
+    );
+    assert_eq!(r.fact("wrong_size"), "0", "{}", r.dump());
+}
+
+fn t_runtime_knobs() {
+    let r = run("runtime_knobs", "sample_interval=0:sample_rate=0");
+    assert_eq!(r.fact("before"), "false", "{}", r.dump());
+    assert_eq!(r.fact("rate_on"), "true", "{}", r.dump());
+    assert_eq!(r.fact("disabled"), "false", "{}", r.dump());
+}
+
 fn t_defaults_quiet() {
     // At the defaults (one sample per 100 ms) nothing is sampled in a short program, and a
     // sampled-but-clean run stays silent.
@@ -916,6 +1141,10 @@ fn main() {
         ("burst", t_burst),
         ("rate", t_rate),
         ("budget", t_budget),
+        ("covered", t_covered),
+        ("adaptive", t_adaptive),
+        ("sizes", t_sizes),
+        ("runtime_knobs", t_runtime_knobs),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)

@@ -1,0 +1,103 @@
+//! KFENCE's covered allocation sites (`skip_covered_thresh`): once the pool is fuller than the
+//! threshold, an allocation from a site that already has an object in the pool is skipped, so
+//! that the remaining slots go to sites not seen yet. A site is the hash of the allocation's top
+//! frames; the set of sites in the pool is a counting Bloom filter (two counters per site, four
+//! counters per slot), incremented when a sampled object is allocated and decremented when it
+//! is freed. False positives (a new site taken for a covered one) are possible and rare; false
+//! negatives are not.
+
+use crate::sys;
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
+
+/// Frames that make up a site: ufence's own entry frames plus the program's innermost callers.
+pub const SITE_FRAMES: usize = 16;
+
+pub struct Covered {
+    counters: *const AtomicU32,
+    mask: usize,
+}
+
+// SAFETY: the counters are atomics in a mapping that lives forever.
+unsafe impl Sync for Covered {}
+// SAFETY: as above.
+unsafe impl Send for Covered {}
+
+impl Covered {
+    /// A filter sized for a pool of `nslots`: four counters per slot, a power of two.
+    pub fn new(nslots: usize) -> Option<Covered> {
+        let n = (nslots * 4).next_power_of_two();
+        let mem = sys::map_rw(n * core::mem::size_of::<AtomicU32>())?;
+        Some(Covered {
+            counters: mem.cast(),
+            mask: n - 1,
+        })
+    }
+
+    fn counter(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: i is masked into the mapping's n counters, zeroed by the kernel.
+        unsafe { &*self.counters.add(i & self.mask) }
+    }
+
+    fn indices(h: u64) -> [usize; 2] {
+        [
+            h as usize,
+            (h >> 32) as usize ^ (h as usize).rotate_left(17),
+        ]
+    }
+
+    pub fn add(&self, h: u64) {
+        for i in Self::indices(h) {
+            self.counter(i).fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn remove(&self, h: u64) {
+        for i in Self::indices(h) {
+            let _ = self
+                .counter(i)
+                .fetch_update(Relaxed, Relaxed, |c| c.checked_sub(1));
+        }
+    }
+
+    pub fn contains(&self, h: u64) -> bool {
+        Self::indices(h)
+            .iter()
+            .all(|&i| self.counter(i).load(Relaxed) > 0)
+    }
+}
+
+/// The site of an allocation: a hash of its top frames.
+pub fn site_hash(frames: &[usize]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &pc in frames.iter().take(SITE_FRAMES) {
+        h = (h ^ pc as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        h ^= h >> 29;
+    }
+    // Never 0, so that 0 can mean "no site" in a slot.
+    h | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_in_and_out() {
+        let c = Covered::new(16).unwrap();
+        let a = site_hash(&[1, 2, 3]);
+        let b = site_hash(&[1, 2, 4]);
+        assert_ne!(a, b);
+        assert!(!c.contains(a));
+        c.add(a);
+        c.add(a);
+        assert!(c.contains(a));
+        assert!(!c.contains(b));
+        c.remove(a);
+        assert!(c.contains(a), "one object of the site is still in the pool");
+        c.remove(a);
+        assert!(!c.contains(a));
+        c.remove(a); // never below zero
+        c.add(b);
+        assert!(c.contains(b) && !c.contains(a));
+    }
+}
