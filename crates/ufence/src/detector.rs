@@ -415,7 +415,10 @@ pub fn report_error(pool: &Pool, e: &Error) {
         if locked && top != 0 {
             sys::run_on_stack(top, &mut || report::print(e, pool));
         } else {
-            report::print(e, pool);
+            // The reporter is stuck elsewhere (or no report stack could be mapped): a one-line
+            // summary needs almost no stack, where a symbolized report might overflow a small
+            // alternate signal stack.
+            report::print_brief(e);
         }
         if locked {
             REPORT_LOCK.unlock();

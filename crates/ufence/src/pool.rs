@@ -229,7 +229,11 @@ impl Pool {
 
     /// # Safety
     /// The caller must own slot `i`'s current transition (it popped the slot from the FIFO, or
-    /// won the ALLOCATED -> FREED exchange), so no other thread writes it concurrently.
+    /// won the ALLOCATED -> FREEING exchange), so no other thread writes it concurrently.
+    /// Known gap: a fault handler serving a *stale* access on another thread (a use-after-free
+    /// racing with the slot's reuse) may read the plain fields while they are written. Only the
+    /// text of that report can be affected (it may mix the old and new object's fields), but it
+    /// is a data race by Rust's rules; a per-slot sequence lock would close it.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn slot_mut(&self, i: usize) -> &mut Slot {
         assert!(i < self.nslots);

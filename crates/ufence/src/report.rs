@@ -307,6 +307,25 @@ pub fn print(e: &Error, pool: &Pool) {
     let _ = writeln!(out, "{RULE}");
 }
 
+/// The report in one line, without symbols: for when the full report cannot be printed safely.
+pub fn print_brief(e: &Error) {
+    let mut line = BufWriter::<200>::new();
+    let _ = write!(
+        line,
+        "BUG: UFENCE: {} at {:#x}",
+        e.kind.title(e.is_write),
+        e.addr
+    );
+    if let Some((i, _)) = e.object {
+        let _ = write!(line, " (ufence-#{i})");
+    }
+    if let Some(pc) = e.stack.frames().first() {
+        let _ = write!(line, " pc {pc:#x}");
+    }
+    let _ = writeln!(line, " [brief: the reporter was busy]");
+    sys::write_all(2, line.as_bytes());
+}
+
 /// KFENCE's view of damaged canary bytes: up to 16 bytes from the first damaged one, `!` for a
 /// damaged byte and `.` for an intact one, within the canary area on that side of the object.
 fn write_damage(out: &mut Out, first: usize, s: &Slot, pool: &Pool, i: usize) {
