@@ -18,12 +18,22 @@ pub fn main(lib: Option<&str>) -> Result<u8, String> {
     );
     println!("  bug 1: a closed session is read after free (use-after-free)");
     println!("  bug 2: a name is copied into a buffer one byte too small (off-by-one)");
-    println!("  options: sample_rate=1 (sample every allocation; the production default samples");
-    println!("           one allocation every 100 ms and costs nothing measurable)\n");
+    println!("  options: sample_rate=1 max_overhead=0 skip_covered_thresh=100 (sample every");
+    println!("           allocation whatever the cost; the production default samples one");
+    println!("           allocation every 100 ms and costs nothing measurable)\n");
     let mut cmd = Command::new(&exe);
     cmd.arg(WORKLOAD_VERB).arg("all");
     cmd.env_remove("UFENCE_OPTIONS");
-    preload::apply(&mut cmd, &lib, &[("sample_rate".into(), "1".into())]);
+    let every = [
+        ("sample_rate", "1"),
+        ("max_overhead", "0"),
+        ("skip_covered_thresh", "100"),
+    ];
+    let every: Vec<(String, String)> = every
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    preload::apply(&mut cmd, &lib, &every);
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run the workload: {e}"))?;

@@ -71,34 +71,19 @@ fn run_preloads_and_passes_options() {
 
 #[test]
 fn run_catches_a_bug_in_a_program() {
-    // The demo's workload, run as any program would be.
+    // The demo's workload, run as any program would be; every allocation sampled, whatever the
+    // cost (its own start-up allocates a lot, which could use up the governor's grace).
     let exe = env!("CARGO_BIN_EXE_ufence");
-    let out = ufence(&[
-        "run",
-        "--sample_rate",
-        "1",
-        "--",
-        exe,
-        "__demo-workload",
-        "uaf",
-    ]);
+    let every = ["run", "--sample_rate", "1", "--max_overhead", "0"];
+    let out = ufence(&[&every[..], &["--", exe, "__demo-workload", "uaf"]].concat());
     let err = text(&out.stderr);
     assert!(
         err.contains("BUG: UFENCE: use-after-free read in ufence::demo::session_expiry"),
         "{err}"
     );
     assert_eq!(out.status.code(), Some(0), "continue mode: {err}");
-    let out = ufence(&[
-        "run",
-        "--sample_rate",
-        "1",
-        "--on_error",
-        "abort",
-        "--",
-        exe,
-        "__demo-workload",
-        "uaf",
-    ]);
+    let abort = ["--on_error", "abort", "--", exe, "__demo-workload", "uaf"];
+    let out = ufence(&[&every[..], &abort].concat());
     assert_eq!(out.status.code(), Some(128 + 6), "abort mode");
 }
 

@@ -255,9 +255,9 @@ fn sampled_alloc(pool: &Pool, size: usize, align: usize, occupancy: u64, timed: 
     pool_alloc(pool, size, align, stack, site)
 }
 
-/// Time a sampled operation may use freely before the budget applies (about a thousand
-/// samples): short programs and tests at `sample_rate=1` sample everything.
-const BUDGET_GRACE_NS: u64 = 20_000_000;
+/// Time sampled operations may use freely before the budget applies (several thousand
+/// samples): short programs and test binaries at `sample_rate=1` sample everything.
+const BUDGET_GRACE_NS: u64 = 50_000_000;
 
 /// The cost governor: has ufence used less than `max_overhead` percent of the wall time since
 /// it started? A sampled allocation and its free cost tens of microseconds (two `mprotect`s and

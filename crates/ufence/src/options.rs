@@ -257,7 +257,7 @@ declare_options! {
     num_objects: u64 = 255, "255", range 1..=65_535, runtime false;
     /// After an error: `continue` reports once per object and goes on (KFENCE), `abort` reports then raises SIGABRT.
     on_error: OnError = OnError::Continue, "continue", range 0..=0, runtime true;
-    /// Percent of wall time ufence may spend on sampled allocations and frees (after a 20 ms grace); beyond it, sampling pauses. Bounds the cost of high rates such as sample_rate=1. 0 = no limit.
+    /// Percent of wall time ufence may spend on sampled allocations and frees (after the first 50 ms of such work); beyond it, sampling pauses. Bounds the cost of high rates such as sample_rate=1. 0 = no limit.
     max_overhead: u64 = 50, "50", range 0..=10_000, runtime true;
     /// Percent of the pool in use above which allocations from a site that already has an object in the pool are skipped (KFENCE), so that the last slots go to new sites. 100 = never skip.
     skip_covered_thresh: u64 = 75, "75", range 0..=100, runtime true;
