@@ -7,7 +7,7 @@ use crate::report::{self, Error, Kind};
 use crate::sampler::{self, Fit, Verdict, KNOBS};
 use crate::stack::{self, Stack};
 use crate::stats::Counters;
-use crate::{covered, fault, sys};
+use crate::{covered, fault, site_filter, sys};
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
@@ -247,6 +247,15 @@ fn sampled_alloc(pool: &Pool, size: usize, align: usize, occupancy: u64, timed: 
     let thresh = KNOBS.skip_covered_thresh.load(Relaxed);
     if thresh < 100 && occupancy > thresh * 10 && pool.covered.contains(site) {
         Counters::bump(&COUNTERS.skipped_covered);
+        if timed {
+            sampler::reopen_gate();
+        }
+        return core::ptr::null_mut();
+    }
+    // SAFETY: OPTIONS is written before READY, which the caller observed through `pool()`.
+    let opts = unsafe { (*OPTIONS.0.get()).assume_init_ref() };
+    if !site_filter::keep(site, &stack, &opts.sample_only, &opts.skip) {
+        Counters::bump(&COUNTERS.skipped_filtered);
         if timed {
             sampler::reopen_gate();
         }

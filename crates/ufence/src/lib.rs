@@ -27,6 +27,7 @@ mod fault;
 mod pool;
 mod report;
 mod sampler;
+mod site_filter;
 mod stack;
 
 use core::alloc::{GlobalAlloc, Layout};

@@ -17,15 +17,16 @@ pub enum OnError {
     Abort,
 }
 
-/// A short path held inline (options are parsed before any allocator is usable).
+/// A short text (a path, a pattern) held inline: options are parsed before any allocator is
+/// usable.
 #[derive(Clone, Copy)]
-pub struct InlinePath {
+pub struct InlineText {
     len: u16,
     buf: [u8; 256],
 }
 
-impl InlinePath {
-    pub const EMPTY: InlinePath = InlinePath {
+impl InlineText {
+    pub const EMPTY: InlineText = InlineText {
         len: 0,
         buf: [0; 256],
     };
@@ -38,7 +39,7 @@ impl InlinePath {
     }
 }
 
-impl core::fmt::Debug for InlinePath {
+impl core::fmt::Debug for InlineText {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(core::str::from_utf8(self.as_bytes()).unwrap_or("?"))
     }
@@ -103,13 +104,13 @@ impl OptionValue for OnError {
     }
 }
 
-impl OptionValue for InlinePath {
-    const KIND: &'static str = "path";
-    fn parse(text: &[u8], _: u64, _: u64) -> Option<InlinePath> {
+impl OptionValue for InlineText {
+    const KIND: &'static str = "text";
+    fn parse(text: &[u8], _: u64, _: u64) -> Option<InlineText> {
         if text.is_empty() || text.len() >= 256 || text.contains(&0) {
             return None;
         }
-        let mut p = InlinePath::EMPTY;
+        let mut p = InlineText::EMPTY;
         p.buf[..text.len()].copy_from_slice(text);
         p.len = text.len() as u16;
         Some(p)
@@ -267,6 +268,10 @@ declare_options! {
     adaptive_max: u64 = 10_000, "10000", range 1..=86_400_000, runtime true;
     /// Sample only requests of these sizes in bytes (MIN-MAX, or one size), for hunting one bug; the interval's sample waits for a request that fits.
     sample_sizes: SizeRange = SizeRange::ANY, "any", range 0..=0, runtime true;
+    /// Sample only allocations with this text in the module or function name of one of their top frames (hunting one crash; the interval's sample waits for a matching allocation).
+    sample_only: InlineText = InlineText::EMPTY, "(unset)", range 0..=0, runtime false;
+    /// Never sample allocations with this text in the module or function name of one of their top frames.
+    skip: InlineText = InlineText::EMPTY, "(unset)", range 0..=0, runtime false;
     /// Extra consecutive allocations sampled after each interval expires (KFENCE `burst`).
     burst: u64 = 0, "0", range 0..=1_000, runtime true;
 }
@@ -382,10 +387,10 @@ mod tests {
     #[test]
     fn path_values() {
         assert_eq!(
-            InlinePath::parse(b"/tmp/x", 0, 0).unwrap().as_bytes(),
+            InlineText::parse(b"/tmp/x", 0, 0).unwrap().as_bytes(),
             b"/tmp/x"
         );
-        assert!(InlinePath::parse(&[b'a'; 300], 0, 0).is_none());
-        assert!(InlinePath::parse(b"", 0, 0).is_none());
+        assert!(InlineText::parse(&[b'a'; 300], 0, 0).is_none());
+        assert!(InlineText::parse(b"", 0, 0).is_none());
     }
 }

@@ -127,7 +127,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// How many leading frames of `stack` are ufence's or the allocator's.
-fn frames_to_cut(sym: &mut Symbolizer, stack: &Stack) -> usize {
+pub(crate) fn frames_to_cut(sym: &mut Symbolizer, stack: &Stack) -> usize {
     let own = sys::module_of(frames_to_cut as *const () as usize).map(|m| m.0);
     let mut cut = 0;
     for &pc in stack.frames() {

@@ -18,6 +18,8 @@ pub struct Stats {
     pub skipped_covered: u64,
     /// Not in KFENCE: samples given up because ufence had used its time budget (`max_overhead`).
     pub skipped_budget: u64,
+    /// Not in KFENCE: samples given up because the site did not pass `sample_only`/`skip`.
+    pub skipped_filtered: u64,
     /// Not in KFENCE: the time-based interval in force, in milliseconds (it moves with
     /// `adaptive=1`); 0 when time-based sampling is off.
     pub sample_interval_ms: u64,
@@ -33,7 +35,7 @@ impl Stats {
     }
 
     /// Name and value of every counter, in KFENCE's order.
-    pub fn fields(&self) -> [(&'static str, u64); 11] {
+    pub fn fields(&self) -> [(&'static str, u64); 12] {
         [
             ("enabled", self.enabled as u64),
             ("currently allocated", self.currently_allocated),
@@ -48,6 +50,7 @@ impl Stats {
             ("skipped allocations (capacity)", self.skipped_capacity),
             ("skipped allocations (covered)", self.skipped_covered),
             ("skipped allocations (budget)", self.skipped_budget),
+            ("skipped allocations (filtered)", self.skipped_filtered),
             ("sample interval (ms)", self.sample_interval_ms),
         ]
     }
@@ -62,6 +65,7 @@ pub(crate) struct Counters {
     pub skipped_capacity: AtomicU64,
     pub skipped_covered: AtomicU64,
     pub skipped_budget: AtomicU64,
+    pub skipped_filtered: AtomicU64,
     /// Nanoseconds spent in sampled allocations and pool frees, all threads together.
     pub pool_ns: AtomicU64,
 }
@@ -76,6 +80,7 @@ impl Counters {
             skipped_capacity: AtomicU64::new(0),
             skipped_covered: AtomicU64::new(0),
             skipped_budget: AtomicU64::new(0),
+            skipped_filtered: AtomicU64::new(0),
             pool_ns: AtomicU64::new(0),
         }
     }
@@ -98,6 +103,7 @@ impl Counters {
             skipped_capacity: self.skipped_capacity.load(Relaxed),
             skipped_covered: self.skipped_covered.load(Relaxed),
             skipped_budget: self.skipped_budget.load(Relaxed),
+            skipped_filtered: self.skipped_filtered.load(Relaxed),
             sample_interval_ms: 0,
         }
     }

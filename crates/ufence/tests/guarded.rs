@@ -559,6 +559,15 @@ fn sizes_timed() {
 }
 
 #[inline(never)]
+fn site_filters() {
+    let mut held = Vec::with_capacity(64);
+    hold_from("a", site_a, 5, &mut held);
+    hold_from("b", site_b, 5, &mut held);
+    hold_from("c", site_c, 5, &mut held);
+    println!("filtered={}", ufence::stats().skipped_filtered);
+}
+
+#[inline(never)]
 fn runtime_knobs() {
     // Started with everything off: nothing sampled until the knobs change.
     let p = alloc(32, 8);
@@ -605,6 +614,7 @@ fn run_scenario(name: &str) {
         "sizes" => sizes(),
         "sizes_timed" => sizes_timed(),
         "runtime_knobs" => runtime_knobs(),
+        "site_filters" => site_filters(),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -946,6 +956,7 @@ fn t_stats() {
         "skipped allocations (capacity): ",
         "skipped allocations (covered): 0",
         "skipped allocations (budget): 0",
+        "skipped allocations (filtered): 0",
         "sample interval (ms): 100",
     ] {
         assert!(r.out.contains(name), "{name}\n{}", r.dump());
@@ -1094,6 +1105,35 @@ fn t_sizes() {
     assert_eq!(r.fact("wrong_size"), "0", "{}", r.dump());
 }
 
+fn t_site_filters() {
+    // sample_only: only the site whose function name has the text goes to the pool.
+    let r = run("site_filters", &format!("{ALL}:sample_only=site_b"));
+    assert_eq!(
+        (r.fact("a"), r.fact("b"), r.fact("c")),
+        ("0".into(), "5".into(), "0".into()),
+        "{}",
+        r.dump()
+    );
+    // 10 allocations from a and c refused (besides any of the program's own).
+    let filtered: u64 = r.fact("filtered").parse().unwrap();
+    assert!(filtered >= 10, "{}", r.dump());
+    // skip: every site but that one; a module name works too (this test binary's own name).
+    let r = run("site_filters", &format!("{ALL}:skip=site_b"));
+    assert_eq!(
+        (r.fact("a"), r.fact("b"), r.fact("c")),
+        ("5".into(), "0".into(), "5".into()),
+        "{}",
+        r.dump()
+    );
+    let r = run(
+        "site_filters",
+        &format!("{ALL}:sample_only=libno-such-module.so"),
+    );
+    assert_eq!(r.fact("a"), "0", "{}", r.dump());
+    let r = run("site_filters", &format!("{ALL}:sample_only=guarded"));
+    assert_eq!(r.fact("a"), "5", "module or function name\n{}", r.dump());
+}
+
 fn t_runtime_knobs() {
     let r = run("runtime_knobs", "sample_interval=0:sample_rate=0");
     assert_eq!(r.fact("before"), "false", "{}", r.dump());
@@ -1145,6 +1185,7 @@ fn main() {
         ("adaptive", t_adaptive),
         ("sizes", t_sizes),
         ("runtime_knobs", t_runtime_knobs),
+        ("site_filters", t_site_filters),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)
