@@ -29,6 +29,9 @@ static REPORT_LOCK: SpinLock = SpinLock::new();
 /// The top of the stack reports are printed on (held under REPORT_LOCK); 0 if none could be had.
 static REPORT_STACK: AtomicUsize = AtomicUsize::new(0);
 const REPORT_STACK_SIZE: usize = 256 * 1024;
+/// How long a second report waits for the first: long enough for a full report of a program
+/// with a large symbol table, bounded so that a reporter stuck elsewhere cannot hang others.
+const REPORT_WAIT_NS: u64 = 5_000_000_000;
 pub(crate) static COUNTERS: Counters = Counters::new();
 
 struct Once<T>(UnsafeCell<MaybeUninit<T>>);
@@ -244,21 +247,19 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
 fn sampled_alloc(pool: &Pool, size: usize, align: usize, occupancy: u64, timed: bool) -> *mut u8 {
     let stack = stack::capture(stack::approx_sp());
     let site = covered::site_hash(stack.frames());
+    // A refusal below gives up this sample, as KFENCE does: handing it on to the next
+    // allocation would make every allocation of a covered or filtered site unwind its stack.
+    // Test mode (sample_rate=1) samples every allocation while slots last: no covered skips.
     let thresh = KNOBS.skip_covered_thresh.load(Relaxed);
-    if thresh < 100 && occupancy > thresh * 10 && pool.covered.contains(site) {
+    let test_mode = !timed && KNOBS.rate.load(Relaxed) == 1;
+    if !test_mode && thresh < 100 && occupancy > thresh * 10 && pool.covered.contains(site) {
         Counters::bump(&COUNTERS.skipped_covered);
-        if timed {
-            sampler::reopen_gate();
-        }
         return core::ptr::null_mut();
     }
     // SAFETY: OPTIONS is written before READY, which the caller observed through `pool()`.
     let opts = unsafe { (*OPTIONS.0.get()).assume_init_ref() };
     if !site_filter::keep(site, &stack, &opts.sample_only, &opts.skip) {
         Counters::bump(&COUNTERS.skipped_filtered);
-        if timed {
-            sampler::reopen_gate();
-        }
         return core::ptr::null_mut();
     }
     pool_alloc(pool, size, align, stack, site)
@@ -418,7 +419,7 @@ pub fn report_error(pool: &Pool, e: &Error) {
     if first {
         // A report is printed whole before the next one starts. The wait is bounded: a thread
         // stuck elsewhere while holding it must not hang this one forever.
-        let locked = REPORT_LOCK.try_lock_for(10_000);
+        let locked = REPORT_LOCK.try_lock_for_ns(REPORT_WAIT_NS);
         Counters::bump(&COUNTERS.bugs);
         let top = REPORT_STACK.load(Relaxed);
         if locked && top != 0 {

@@ -107,12 +107,19 @@ pub fn set_skip_covered_thresh(percent: u64) {
 
 /// Turns the occupancy-driven interval on or off, with its upper bound in milliseconds.
 pub fn set_adaptive(on: bool, max_ms: u64) {
+    use core::sync::atomic::Ordering::Relaxed;
     let k = &sampler::KNOBS;
-    k.adaptive_max_ns.store(
-        max_ms.saturating_mul(1_000_000),
-        core::sync::atomic::Ordering::Relaxed,
-    );
-    k.adaptive.store(on, core::sync::atomic::Ordering::Relaxed);
+    k.adaptive_max_ns
+        .store(max_ms.saturating_mul(1_000_000), Relaxed);
+    k.adaptive.store(on, Relaxed);
+    if !on {
+        // Drop a deadline that adaptive pushed out: the plain interval applies from now.
+        let base = k.interval_ns.load(Relaxed);
+        k.current_ns.store(base, Relaxed);
+        if base > 0 {
+            k.deadline.fetch_min(sys::now_ns() + base, Relaxed);
+        }
+    }
 }
 
 /// Restricts sampling to requests whose size is in the range.

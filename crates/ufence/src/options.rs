@@ -260,7 +260,7 @@ declare_options! {
     on_error: OnError = OnError::Continue, "continue", range 0..=0, runtime true;
     /// Percent of wall time ufence may spend on sampled allocations and frees (after the first 50 ms of such work); beyond it, sampling pauses. Bounds the cost of high rates such as sample_rate=1. 0 = no limit.
     max_overhead: u64 = 50, "50", range 0..=10_000, runtime true;
-    /// Percent of the pool in use above which allocations from a site that already has an object in the pool are skipped (KFENCE), so that the last slots go to new sites. 100 = never skip.
+    /// Percent of the pool in use above which a sample from a site that already has an object in the pool is given up (KFENCE), so that the last slots go to new sites; not applied at sample_rate=1. 100 = never skip.
     skip_covered_thresh: u64 = 75, "75", range 0..=100, runtime true;
     /// 1: the interval follows pool occupancy: sample_interval while at most half the pool is in use, growing geometrically to adaptive_max as it fills, so that objects keep cycling through the pool.
     adaptive: bool = false, "0", range 0..=1, runtime true;
@@ -268,7 +268,7 @@ declare_options! {
     adaptive_max: u64 = 10_000, "10000", range 1..=86_400_000, runtime true;
     /// Sample only requests of these sizes in bytes (MIN-MAX, or one size), for hunting one bug; the interval's sample waits for a request that fits.
     sample_sizes: SizeRange = SizeRange::ANY, "any", range 0..=0, runtime true;
-    /// Sample only allocations with this text in the module or function name of one of their top frames (hunting one crash; the interval's sample waits for a matching allocation).
+    /// Sample only allocations with this text in the module or function name of one of their top frames (hunting one crash: best with sample_rate, as a sample that does not match is given up).
     sample_only: InlineText = InlineText::EMPTY, "(unset)", range 0..=0, runtime false;
     /// Never sample allocations with this text in the module or function name of one of their top frames.
     skip: InlineText = InlineText::EMPTY, "(unset)", range 0..=0, runtime false;

@@ -96,9 +96,10 @@ impl SpinLock {
             }
         }
     }
-    /// Tries for a bounded time; used by the fault handler, which must never wait forever.
-    pub fn try_lock_for(&self, tries: u32) -> bool {
-        for _ in 0..tries {
+    /// Tries for at most `ns` nanoseconds; used by reporters, which must never wait forever.
+    pub fn try_lock_for_ns(&self, ns: u64) -> bool {
+        let start = sys::now_ns();
+        while sys::now_ns().saturating_sub(start) < ns {
             if self
                 .0
                 .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)

@@ -322,7 +322,10 @@ pub fn print_brief(e: &Error) {
     if let Some(pc) = e.stack.frames().first() {
         let _ = write!(line, " pc {pc:#x}");
     }
-    let _ = writeln!(line, " [brief: the reporter was busy]");
+    let _ = writeln!(
+        line,
+        " [brief report: the full one could not be printed safely]"
+    );
     sys::write_all(2, line.as_bytes());
 }
 

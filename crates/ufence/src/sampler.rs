@@ -53,6 +53,8 @@ const BUSY: i64 = 1 << 62;
 /// How often a thread re-reads the knobs while sampling is off.
 const IDLE_RECHECK: u64 = 1 << 16;
 const MAX_STRIDE: u64 = 1 << 16;
+/// While the interval's sample waits for a request that fits, how far apart a thread looks.
+const OWED_RECHECK: u64 = 64;
 
 #[inline(always)]
 fn state() -> *mut ThreadState {
@@ -301,7 +303,13 @@ pub fn decide(ready: bool, fit: Fit, counters: &Counters, occupancy: u64) -> Ver
     if rate > 0 {
         next = next.min(t.rate_left.max(1) as u64);
     }
-    if t.burst_left > 0 || owed {
+    if owed {
+        // Look again within the next 64 allocations, at a random distance so that a program's
+        // own rhythm cannot hide the fitting requests: cheap when none ever fits, prompt when
+        // some do.
+        next = next.min(1 + t.next_random() % OWED_RECHECK);
+    }
+    if t.burst_left > 0 {
         next = 1;
     }
     t.plan(next);
@@ -310,16 +318,6 @@ pub fn decide(ready: bool, fit: Fit, counters: &Counters, occupancy: u64) -> Ver
     } else {
         Verdict::Pass
     }
-}
-
-/// Hands the interval's sample on to the next allocation, when the one that won it could not
-/// take it (its site was covered): the deadline is made due again, and this thread looks at it
-/// on its very next allocation.
-pub fn reopen_gate() {
-    KNOBS.deadline.fetch_min(sys::now_ns(), Relaxed);
-    // SAFETY: the calling thread's own block.
-    let t = unsafe { &mut *state() };
-    t.planned = 1;
 }
 
 impl ThreadState {

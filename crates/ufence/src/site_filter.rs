@@ -6,6 +6,7 @@
 //! far too slow to do for every sample. Each site (the hash of its top frames, as for covered
 //! sites) is judged once and the verdict cached in a small lock-free table.
 
+use crate::covered::SITE_FRAMES;
 use crate::fmt::BufWriter;
 use crate::options::InlineText;
 use crate::stack::Stack;
@@ -15,8 +16,6 @@ use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 const CACHE: usize = 1024;
 const PROBES: usize = 4;
-/// Frames of the program looked at (after ufence's own and the allocator's).
-const FRAMES: usize = 16;
 
 /// Cached verdicts: the site hash with its low bit replaced by the verdict (1 = keep). Site
 /// hashes always have their low bit set, so 0 marks an empty entry.
@@ -36,23 +35,29 @@ pub fn keep(site: u64, stack: &Stack, only: &InlineText, skip: &InlineText) -> b
         }
     }
     let verdict = judge(stack, only, skip);
-    for k in 0..PROBES {
-        let slot = &VERDICTS[(start + k) % CACHE];
-        if slot
-            .compare_exchange(0, key | verdict as u64, Relaxed, Relaxed)
+    let entry = key | verdict as u64;
+    let free = (0..PROBES).any(|k| {
+        VERDICTS[(start + k) % CACHE]
+            .compare_exchange(0, entry, Relaxed, Relaxed)
             .is_ok()
-        {
-            break;
-        }
+    });
+    if !free {
+        // Full around here: the newest site replaces the first, so that a program with more
+        // sites than the table still finds most of its verdicts.
+        VERDICTS[start].store(entry, Relaxed);
     }
     verdict
 }
 
+/// Judges exactly the frames the site hash covers (`covered::SITE_FRAMES`), less ufence's and
+/// the allocator's own at the top: two stacks with one hash always get the same verdict.
 fn judge(stack: &Stack, only: &InlineText, skip: &InlineText) -> bool {
     let mut sym = Symbolizer::new();
-    let cut = crate::report::frames_to_cut(&mut sym, stack);
+    let mut site = *stack;
+    site.len = site.len.min(SITE_FRAMES as u32);
+    let cut = crate::report::frames_to_cut(&mut sym, &site);
     let (mut matched_only, mut matched_skip) = (false, false);
-    for &pc in stack.frames().iter().skip(cut).take(FRAMES) {
+    for &pc in site.frames().iter().skip(cut) {
         let f = sym.lookup(pc);
         let base = f.module.rsplit(|&c| c == b'/').next().unwrap_or(f.module);
         let mut name = BufWriter::<512>::new();

