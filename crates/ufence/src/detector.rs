@@ -322,7 +322,6 @@ fn pool_alloc(pool: &Pool, size: usize, align: usize, stack: Stack, site: u64) -
     pool.covered.add(site);
     s.free = Record::EMPTY;
     s.reported.store(false, Relaxed);
-    s.page_opened.store(false, Relaxed);
     s.state.store(ALLOCATED, Release);
     Counters::bump(&COUNTERS.allocations);
     addr as *mut u8

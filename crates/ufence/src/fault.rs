@@ -180,7 +180,8 @@ fn fault_context(ctx: *mut libc::c_void) -> (usize, bool) {
 
 fn handle(pool: &Pool, addr: usize, ctx: *mut libc::c_void) -> bool {
     let (pc, is_write) = fault_context(ctx);
-    let (kind, object) = match pool.place(addr) {
+    let place = pool.place(addr);
+    let (kind, object) = match place {
         Place::Object(i) => {
             let st = pool.slot(i).state.load(Acquire);
             if is_freed(st) {
@@ -213,23 +214,16 @@ fn handle(pool: &Pool, addr: usize, ctx: *mut libc::c_void) -> bool {
         },
     );
     crate::sampler::release(prev);
-    // Continue mode: open the page so the access completes and the program goes on. A guard
-    // is closed again when one of its neighbours is next allocated; an object page when its
-    // slot is reused.
+    // Continue mode: open the page so the access completes and the program goes on.
     let page = addr & !(pool.page - 1);
     if !sys::protect(page as *mut u8, pool.page, true) {
         sys::abort_now();
     }
-    match pool.place(addr) {
-        Place::Guard { .. } => {
-            let k = (page - pool.base) / pool.page / 2;
-            pool.guard_opened(k)
-                .store(true, core::sync::atomic::Ordering::Release);
-        }
-        Place::Object(i) => pool
-            .slot(i)
-            .page_opened
-            .store(true, core::sync::atomic::Ordering::Release),
+    // A guard is closed again when one of its neighbours is next allocated; an object page
+    // when its slot is reused (allocation opens it, free closes it).
+    if let Place::Guard { .. } = place {
+        let k = (page - pool.base) / pool.page / 2;
+        pool.guard_opened(k).store(true, Release);
     }
     true
 }

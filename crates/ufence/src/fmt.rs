@@ -22,9 +22,6 @@ impl<const N: usize> BufWriter<N> {
     pub fn clear(&mut self) {
         self.len = 0;
     }
-    pub fn len(&self) -> usize {
-        self.len
-    }
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

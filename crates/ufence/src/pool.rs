@@ -59,8 +59,6 @@ pub struct Slot {
     pub state: AtomicU8,
     /// Set once an error about the current object has been reported (one report per object).
     pub reported: AtomicBool,
-    /// Set when the fault handler made this slot's page accessible to let a stale access go on.
-    pub page_opened: AtomicBool,
     pub addr: usize,
     pub size: usize,
     pub align: usize,

@@ -110,17 +110,6 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Seconds since the epoch (for the JSON report's wall-clock time).
-pub fn wall_secs() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    ts.tv_sec as u64
-}
-
 /// The kernel thread id of the caller.
 pub fn gettid() -> u32 {
     // SAFETY: gettid takes no arguments and cannot fail.
