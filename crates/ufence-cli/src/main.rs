@@ -1,8 +1,15 @@
-//! The `ufence` command: run a program under the preload, show a demo, list the options.
+//! The `ufence` command: run a program under the preload, show a demo, list the options, and
+//! watch and steer every process under ufence through its control block.
 
 mod demo;
+mod objects;
 mod preload;
+mod ps;
 mod run;
+mod runtime;
+mod set;
+mod stats;
+mod top;
 
 use clap::{Arg, ArgAction, Command};
 use std::process::ExitCode;
@@ -63,6 +70,68 @@ fn cli() -> Command {
                 ),
         )
         .subcommand(
+            Command::new("ps")
+                .about("List the processes under ufence (from their control blocks)")
+                .arg(
+                    Arg::new("all")
+                        .long("all")
+                        .action(ArgAction::SetTrue)
+                        .help("Also list stale files: processes that crashed or were killed"),
+                )
+                .arg(
+                    Arg::new("gc")
+                        .long("gc")
+                        .action(ArgAction::SetTrue)
+                        .help("Remove stale files (implies --all)"),
+                ),
+        )
+        .subcommand(
+            Command::new("stats")
+                .about("Show a process's counters, as KFENCE's stats file does")
+                .arg(Arg::new("pid").value_name("PID"))
+                .arg(
+                    Arg::new("all")
+                        .long("all")
+                        .action(ArgAction::SetTrue)
+                        .conflicts_with("pid")
+                        .help("Every live process under ufence"),
+                )
+                .arg(
+                    Arg::new("format")
+                        .long("format")
+                        .value_parser(["kfence", "json", "prometheus"])
+                        .default_value("kfence"),
+                ),
+        )
+        .subcommand(
+            Command::new("objects")
+                .about("Show every slot of a process's pool with symbolized stacks, as KFENCE's objects file does")
+                .arg(Arg::new("pid").value_name("PID").required(true)),
+        )
+        .subcommand(
+            Command::new("set")
+                .about("Change runtime options of a running process (e.g. sample_interval=500)")
+                .arg(Arg::new("pid").value_name("PID").required(true))
+                .arg(
+                    Arg::new("settings")
+                        .value_name("KEY=VALUE")
+                        .num_args(1..)
+                        .required(true),
+                ),
+        )
+        .subcommand(
+            Command::new("top")
+                .about("Live view of every process under ufence (q quits, s changes the sort)")
+                .arg(
+                    Arg::new("interval")
+                        .long("interval")
+                        .value_name("MS")
+                        .value_parser(clap::value_parser!(u64).range(100..=60_000))
+                        .default_value("1000")
+                        .help("Refresh period"),
+                ),
+        )
+        .subcommand(
             Command::new(demo::WORKLOAD_VERB)
                 .hide(true)
                 .arg(Arg::new("bug").required(true)),
@@ -78,6 +147,11 @@ fn main() -> ExitCode {
             print_options(m.get_flag("markdown"));
             Ok(0)
         }
+        Some(("ps", m)) => ps::main(m),
+        Some(("stats", m)) => stats::main(m),
+        Some(("objects", m)) => objects::main(m),
+        Some(("set", m)) => set::main(m),
+        Some(("top", m)) => top::main(m),
         Some((demo::WORKLOAD_VERB, m)) => demo::workload(m.get_one::<String>("bug").unwrap()),
         _ => unreachable!("clap requires a subcommand"),
     };

@@ -1,16 +1,16 @@
 //! The detector's process-wide state and its slow paths: start-up, a sampled allocation, the
 //! free of a pool object (with the errors found there), and reporting.
 
-use crate::options::{self, OnError, Options};
+use crate::options::{self, Options};
 use crate::pool::{Pool, Record, SpinLock, ALLOCATED, FREED, FREEING, UNUSED};
 use crate::report::{self, Error, Kind};
-use crate::sampler::{self, Fit, Verdict, KNOBS};
+use crate::sampler::{self, Fit, Verdict};
 use crate::stack::{self, Stack};
 use crate::stats::Counters;
-use crate::{covered, fault, site_filter, sys};
+use crate::{control, covered, fault, site_filter, sys};
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
 
 const UNINIT: u8 = 0;
 const STARTING: u8 = 1;
@@ -23,7 +23,6 @@ static STATE: AtomicU8 = AtomicU8::new(UNINIT);
 static POOL_START: AtomicUsize = AtomicUsize::new(0);
 static POOL_END: AtomicUsize = AtomicUsize::new(0);
 static START_NS: AtomicU64 = AtomicU64::new(0);
-static ABORT_ON_ERROR: AtomicBool = AtomicBool::new(false);
 static PRELOAD: AtomicBool = AtomicBool::new(false);
 static REPORT_LOCK: SpinLock = SpinLock::new();
 /// The top of the stack reports are printed on (held under REPORT_LOCK); 0 if none could be had.
@@ -32,7 +31,24 @@ const REPORT_STACK_SIZE: usize = 256 * 1024;
 /// How long a second report waits for the first: long enough for a full report of a program
 /// with a large symbol table, bounded so that a reporter stuck elsewhere cannot hang others.
 const REPORT_WAIT_NS: u64 = 5_000_000_000;
-pub(crate) static COUNTERS: Counters = Counters::new();
+/// The counters until the control block exists (and for good if it cannot be had).
+static EARLY_COUNTERS: Counters = Counters::new();
+static COUNTERS: AtomicPtr<Counters> =
+    AtomicPtr::new(&EARLY_COUNTERS as *const Counters as *mut Counters);
+
+/// Moves the counters into the control block, carrying their values over.
+fn move_counters(to: &'static Counters) {
+    to.copy_from(counters());
+    COUNTERS.store(to as *const Counters as *mut Counters, Release);
+}
+
+/// The live counters: in the control block once ufence has started.
+#[inline]
+pub(crate) fn counters() -> &'static Counters {
+    // SAFETY: COUNTERS points at EARLY_COUNTERS or into the control block, which stays mapped
+    // for the life of the process.
+    unsafe { &*COUNTERS.load(Relaxed) }
+}
 
 struct Once<T>(UnsafeCell<MaybeUninit<T>>);
 // SAFETY: written once by the thread that wins STARTING, before READY is published with Release;
@@ -100,10 +116,6 @@ pub fn is_preload() -> bool {
     PRELOAD.load(Relaxed)
 }
 
-pub fn set_abort_on_error(abort: bool) {
-    ABORT_ON_ERROR.store(abort, Relaxed);
-}
-
 fn warn(msg: &str) {
     let mut line = crate::fmt::BufWriter::<256>::new();
     let _ = core::fmt::Write::write_fmt(&mut line, format_args!("ufence: warning: {msg}\n"));
@@ -126,11 +138,18 @@ fn start(defaults: &Options) -> bool {
     options::apply_env(&mut opts);
     let seed = sys::random_u64();
     opts.num_objects = within_map_limit(opts.num_objects);
-    let Some(pool) = Pool::new(opts.num_objects as usize, seed) else {
+    let nslots = opts.num_objects as usize;
+    let block = control::create(nslots, &opts, is_preload());
+    let pool = block.and_then(|b| Pool::new(nslots, seed, control::slots_of(b)));
+    let (Some(block), Some(pool)) = (block, pool) else {
         warn("cannot reserve the guarded pool; ufence is disabled, the program runs on");
         STATE.store(OFF, Release);
         return false;
     };
+    block.header.pool_base.store(pool.base as u64, Relaxed);
+    sampler::move_knobs(&block.knobs);
+    move_counters(&block.counters);
+    sys::at_exit(control::at_exit);
     // Resolve the loader's lookup now, not first inside a signal handler.
     let _ = sys::module_of(start as *const () as usize);
     // SAFETY: only the thread that won STARTING writes these, before publishing READY.
@@ -147,8 +166,7 @@ fn start(defaults: &Options) -> bool {
     if let Some(st) = sys::map_rw(REPORT_STACK_SIZE) {
         REPORT_STACK.store(st as usize + REPORT_STACK_SIZE, Relaxed);
     }
-    ABORT_ON_ERROR.store(opts.on_error == OnError::Abort, Relaxed);
-    KNOBS.load(&opts, seed);
+    sampler::knobs().load(&opts, seed);
     sys::at_fork(fork_prepare, fork_parent, fork_child);
     // SAFETY: just written above.
     let p = unsafe { (*POOL.0.get()).assume_init_ref() };
@@ -198,6 +216,7 @@ extern "C" fn fork_child() {
     if let Some(p) = pool() {
         p.lock.reset();
     }
+    control::fork_child();
 }
 
 /// The slow path of an allocation, after `sampler::tick` said so. Returns a pool object, or
@@ -210,8 +229,8 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
     let page = sys::page_size();
     let fit = if size == 0 || size > page || align > page {
         Fit::Incompatible
-    } else if size as u64 >= KNOBS.size_min.load(Relaxed)
-        && size as u64 <= KNOBS.size_max.load(Relaxed)
+    } else if size as u64 >= sampler::knobs().size_min.load(Relaxed)
+        && size as u64 <= sampler::knobs().size_max.load(Relaxed)
     {
         Fit::Yes
     } else {
@@ -219,21 +238,21 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
     };
     let occupancy = pool().map_or(0, |p| (1000 - p.free_slots() * 1000 / p.nslots) as u64);
     let mut p = core::ptr::null_mut();
-    if let Verdict::Sample { timed } = sampler::decide(ready, fit, &COUNTERS, occupancy) {
+    if let Verdict::Sample { timed } = sampler::decide(ready, fit, counters(), occupancy) {
         if let Some(pool) = pool() {
             let t0 = sys::now_ns();
             if pool.free_slots() == 0 {
                 // A pool full of long-lived objects stays full until some are freed: look
                 // again a little later rather than on every allocation.
-                Counters::bump(&COUNTERS.skipped_capacity);
+                Counters::bump(&counters().skipped_capacity);
                 sampler::pause(64);
             } else if within_budget(t0) {
                 p = sampled_alloc(pool, size, align.max(1), occupancy, timed);
-                COUNTERS.pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
+                counters().pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
             } else {
                 // Over budget: let this thread's next allocations through untouched rather
                 // than have each of them come here to be refused.
-                Counters::bump(&COUNTERS.skipped_budget);
+                Counters::bump(&counters().skipped_budget);
                 sampler::pause(1024);
             }
         }
@@ -250,16 +269,16 @@ fn sampled_alloc(pool: &Pool, size: usize, align: usize, occupancy: u64, timed: 
     // A refusal below gives up this sample, as KFENCE does: handing it on to the next
     // allocation would make every allocation of a covered or filtered site unwind its stack.
     // Test mode (sample_rate=1) samples every allocation while slots last: no covered skips.
-    let thresh = KNOBS.skip_covered_thresh.load(Relaxed);
-    let test_mode = !timed && KNOBS.rate.load(Relaxed) == 1;
+    let thresh = sampler::knobs().skip_covered_thresh.load(Relaxed);
+    let test_mode = !timed && sampler::knobs().rate.load(Relaxed) == 1;
     if !test_mode && thresh < 100 && occupancy > thresh * 10 && pool.covered.contains(site) {
-        Counters::bump(&COUNTERS.skipped_covered);
+        Counters::bump(&counters().skipped_covered);
         return core::ptr::null_mut();
     }
     // SAFETY: OPTIONS is written before READY, which the caller observed through `pool()`.
     let opts = unsafe { (*OPTIONS.0.get()).assume_init_ref() };
     if !site_filter::keep(site, &stack, &opts.sample_only, &opts.skip) {
-        Counters::bump(&COUNTERS.skipped_filtered);
+        Counters::bump(&counters().skipped_filtered);
         return core::ptr::null_mut();
     }
     pool_alloc(pool, size, align, stack, site)
@@ -274,18 +293,18 @@ const BUDGET_GRACE_NS: u64 = 50_000_000;
 /// two stack unwinds), so a program allocating millions of times a second would otherwise run
 /// hundreds of times slower at `sample_rate=1`; at the default interval it never applies.
 fn within_budget(now: u64) -> bool {
-    let pct = KNOBS.max_overhead.load(Relaxed);
+    let pct = sampler::knobs().max_overhead.load(Relaxed);
     if pct == 0 {
         return true;
     }
-    let spent = COUNTERS.pool_ns.load(Relaxed);
+    let spent = counters().pool_ns.load(Relaxed);
     let elapsed = now.saturating_sub(START_NS.load(Relaxed));
     spent < BUDGET_GRACE_NS.max(elapsed / 100 * pct)
 }
 
 fn pool_alloc(pool: &Pool, size: usize, align: usize, stack: Stack, site: u64) -> *mut u8 {
     let Some(i) = pool.pop() else {
-        Counters::bump(&COUNTERS.skipped_capacity);
+        Counters::bump(&counters().skipped_capacity);
         return core::ptr::null_mut();
     };
     fault::ensure_installed();
@@ -293,7 +312,7 @@ fn pool_alloc(pool: &Pool, size: usize, align: usize, stack: Stack, site: u64) -
     if !sys::protect(page as *mut u8, pool.page, true) {
         // Most likely the map-count limit: give the slot back and stop sampling for good.
         pool.push(i);
-        KNOBS.enabled.store(false, Relaxed);
+        sampler::knobs().enabled.store(false, Relaxed);
         warn("mprotect failed (map-count limit?); sampling is off, the program runs on");
         return core::ptr::null_mut();
     }
@@ -313,17 +332,19 @@ fn pool_alloc(pool: &Pool, size: usize, align: usize, stack: Stack, site: u64) -
     // SAFETY: slot i was popped from the FIFO by this thread, which owns it until it publishes
     // ALLOCATED below.
     let s = unsafe { pool.slot_mut(i) };
+    s.begin_write();
     s.addr = addr;
     s.size = size;
     s.align = align;
-    s.right = right;
-    s.alloc = Record::here(stack);
+    s.right = right as u8;
+    s.alloc = Record::here(&stack);
     s.site = site;
     pool.covered.add(site);
     s.free = Record::EMPTY;
-    s.reported.store(false, Relaxed);
+    s.reported.store(0, Relaxed);
     s.state.store(ALLOCATED, Release);
-    Counters::bump(&COUNTERS.allocations);
+    s.end_write();
+    Counters::bump(&counters().allocations);
     addr as *mut u8
 }
 
@@ -337,7 +358,7 @@ pub fn free_slow(p: *mut u8) {
     if let Some(pool) = pool() {
         let t0 = sys::now_ns();
         free_in_pool(pool, p as usize, entry_sp);
-        COUNTERS.pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
+        counters().pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
     }
     sampler::release(prev);
 }
@@ -372,9 +393,11 @@ fn free_in_pool(pool: &Pool, p: usize, entry_sp: usize) {
     }
     // SAFETY: this thread won ALLOCATED -> FREEING and owns the slot until FREED is published.
     let s = unsafe { pool.slot_mut(i) };
-    s.free = Record::here(stack::capture(entry_sp));
+    let here = stack::capture(entry_sp);
+    s.begin_write();
+    s.free = Record::here(&here);
+    s.end_write();
     if let Some(damaged) = pool.first_damaged(s, i) {
-        let here = s.free.stack;
         report_error(
             pool,
             &Error {
@@ -390,7 +413,7 @@ fn free_in_pool(pool: &Pool, p: usize, entry_sp: usize) {
     sys::protect(pool.page_of_slot(i) as *mut u8, pool.page, false);
     pool.covered.remove(s.site);
     s.state.store(FREED, Release);
-    Counters::bump(&COUNTERS.frees);
+    Counters::bump(&counters().frees);
     pool.push(i);
 }
 
@@ -412,14 +435,14 @@ fn bad_free(pool: &Pool, kind: Kind, p: usize, obj: Option<usize>, entry_sp: usi
 /// Reports an error once per object, counts it, and aborts when `on_error=abort`.
 pub fn report_error(pool: &Pool, e: &Error) {
     let first = match e.object {
-        Some((_, s)) => !s.reported.swap(true, AcqRel),
+        Some((_, s)) => s.mark_reported(),
         None => true,
     };
     if first {
         // A report is printed whole before the next one starts. The wait is bounded: a thread
         // stuck elsewhere while holding it must not hang this one forever.
         let locked = REPORT_LOCK.try_lock_for_ns(REPORT_WAIT_NS);
-        Counters::bump(&COUNTERS.bugs);
+        Counters::bump(&counters().bugs);
         let top = REPORT_STACK.load(Relaxed);
         if locked && top != 0 {
             sys::run_on_stack(top, &mut || report::print(e, pool));
@@ -433,7 +456,7 @@ pub fn report_error(pool: &Pool, e: &Error) {
             REPORT_LOCK.unlock();
         }
     }
-    if ABORT_ON_ERROR.load(Relaxed) {
+    if sampler::knobs().abort_on_error.load(Relaxed) {
         sys::abort_now();
     }
 }
@@ -455,12 +478,8 @@ pub fn object_size(p: *const u8) -> Option<usize> {
 
 /// A snapshot of the counters.
 pub fn stats() -> crate::Stats {
-    let enabled = pool().is_some() && KNOBS.enabled.load(Relaxed);
-    let mut s = COUNTERS.snapshot(enabled);
-    if KNOBS.interval_ns.load(Relaxed) > 0 {
-        s.sample_interval_ms = KNOBS.current_ns.load(Relaxed) / 1_000_000;
-    }
-    s
+    let enabled = pool().is_some() && sampler::knobs().enabled.load(Relaxed);
+    counters().snapshot(enabled, sampler::knobs())
 }
 
 /// Used by the fault handler: is slot `i` holding a freed object?

@@ -15,6 +15,7 @@
 //! Options come from `UFENCE_OPTIONS` (see [`options::SPECS`]) over the defaults given in code
 //! with [`Guarded::with_options`].
 
+pub mod control;
 pub mod fmt;
 pub mod options;
 pub mod stats;
@@ -77,70 +78,57 @@ pub fn stats() -> Stats {
     detector::stats()
 }
 
+/// Changes one runtime option in this process's knobs, as `ufence set` does from outside.
+fn set_knob(key: &str, o: &Options) {
+    sampler::knobs().apply(key, o);
+    // The calling thread looks at the knobs on its next allocation; others within their
+    // current plan (at most one interval, or 65536 allocations while sampling is off).
+    sampler::reset_thread();
+}
+
 /// Changes the time-based sample interval (milliseconds; 0 turns it off) while running.
 pub fn set_sample_interval(ms: u64) {
-    sampler::KNOBS.set_interval_ms(ms, sys::random_u64());
+    set_knob("sample_interval", &Options::DEFAULT.sample_interval(ms));
 }
 
 /// Changes the count-based sample rate (1/N; 0 turns it off) while running.
 pub fn set_sample_rate(n: u64) {
-    sampler::KNOBS
-        .rate
-        .store(n, core::sync::atomic::Ordering::Relaxed);
-    sampler::reset_thread();
+    set_knob("sample_rate", &Options::DEFAULT.sample_rate(n));
 }
 
 /// Turns sampling on or off while running.
 pub fn set_enabled(on: bool) {
-    sampler::KNOBS
-        .enabled
-        .store(on, core::sync::atomic::Ordering::Relaxed);
-    sampler::reset_thread();
+    set_knob("enabled", &Options::DEFAULT.enabled(on));
 }
 
 /// Changes the covered-sites threshold (percent of the pool in use; 100 turns it off).
 pub fn set_skip_covered_thresh(percent: u64) {
-    sampler::KNOBS
-        .skip_covered_thresh
-        .store(percent.min(100), core::sync::atomic::Ordering::Relaxed);
+    set_knob(
+        "skip_covered_thresh",
+        &Options::DEFAULT.skip_covered_thresh(percent),
+    );
 }
 
 /// Turns the occupancy-driven interval on or off, with its upper bound in milliseconds.
 pub fn set_adaptive(on: bool, max_ms: u64) {
-    use core::sync::atomic::Ordering::Relaxed;
-    let k = &sampler::KNOBS;
-    k.adaptive_max_ns
-        .store(max_ms.saturating_mul(1_000_000), Relaxed);
-    k.adaptive.store(on, Relaxed);
-    if !on {
-        // Drop a deadline that adaptive pushed out: the plain interval applies from now.
-        let base = k.interval_ns.load(Relaxed);
-        k.current_ns.store(base, Relaxed);
-        if base > 0 {
-            k.deadline.fetch_min(sys::now_ns() + base, Relaxed);
-        }
-    }
+    let o = Options::DEFAULT.adaptive(on).adaptive_max(max_ms);
+    set_knob("adaptive_max", &o);
+    set_knob("adaptive", &o);
 }
 
 /// Restricts sampling to requests whose size is in the range.
 pub fn set_sample_sizes(range: options::SizeRange) {
-    let k = &sampler::KNOBS;
-    k.size_min
-        .store(range.min as u64, core::sync::atomic::Ordering::Relaxed);
-    k.size_max
-        .store(range.max as u64, core::sync::atomic::Ordering::Relaxed);
+    set_knob("sample_sizes", &Options::DEFAULT.sample_sizes(range));
 }
 
 /// Changes `burst` (extra consecutive samples after each interval's sample).
 pub fn set_burst(n: u64) {
-    sampler::KNOBS
-        .burst
-        .store(n, core::sync::atomic::Ordering::Relaxed);
+    set_knob("burst", &Options::DEFAULT.burst(n));
 }
 
 /// Changes what happens after an error while running.
 pub fn set_on_error(mode: OnError) {
-    detector::set_abort_on_error(mode == OnError::Abort);
+    set_knob("on_error", &Options::DEFAULT.on_error(mode));
 }
 
 /// Starts the detector now rather than at the first sampled allocation (for example so that

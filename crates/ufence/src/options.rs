@@ -220,6 +220,16 @@ macro_rules! declare_options {
                 Err(OptionError::UnknownKey)
             }
 
+            /// Writes the value of option `key`; false if there is no such option.
+            pub fn write_value(&self, key: &str, out: &mut dyn Write) -> bool {
+                $(
+                    if key == stringify!($name) {
+                        return OptionValue::write(&self.$name, out).is_ok();
+                    }
+                )+
+                false
+            }
+
             /// Writes `key=value` pairs for every option, separated by spaces.
             pub fn write_all(&self, out: &mut dyn Write) -> core::fmt::Result {
                 let mut first = true;

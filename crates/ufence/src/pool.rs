@@ -10,10 +10,10 @@
 //! inaccessible for as long as possible and so maximises the window for catching a
 //! use-after-free.
 
-use crate::stack::Stack;
+use crate::stack::{Packed, Stack};
 use crate::sys;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 /// Never used since start.
 pub const UNUSED: u8 = 0;
@@ -24,50 +24,84 @@ pub const FREED: u8 = 2;
 /// Being freed: the free record is being written and the canary checked.
 pub const FREEING: u8 = 3;
 
-/// Who allocated or freed an object, when, and from where.
+/// Who allocated or freed an object, when, and from where. `#[repr(C)]` and made of integers
+/// only: slots live in the control block, which another process reads (`ufence objects`).
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Record {
     pub tid: u32,
     pub thread_name: [u8; 16],
+    _pad: u32,
     /// Nanoseconds since ufence started.
     pub time_ns: u64,
-    pub stack: Stack,
+    pub packed: Packed,
 }
 
 impl Record {
     pub const EMPTY: Record = Record {
         tid: 0,
         thread_name: [0; 16],
+        _pad: 0,
         time_ns: 0,
-        stack: Stack::EMPTY,
+        packed: Packed::EMPTY,
     };
 
-    pub fn here(stack: Stack) -> Record {
+    pub fn here(stack: &Stack) -> Record {
         Record {
             tid: sys::gettid(),
             thread_name: sys::thread_name(),
+            _pad: 0,
             time_ns: crate::since_start_ns(),
-            stack,
+            packed: Packed::pack(stack),
         }
+    }
+
+    /// The stack, unpacked.
+    pub fn stack(&self) -> Stack {
+        self.packed.unpack()
     }
 }
 
 /// Metadata of one slot. `state` and `reported` are atomics because the fault handler reads
 /// them without the pool lock; the rest is written only by the thread that owns the slot's
-/// transition (allocation or free) before `state` is published with Release.
+/// transition (allocation or free) before `state` is published with Release, inside a `seq`
+/// write section so that a reader in another process can tell a torn copy.
+///
+/// `#[repr(C)]`, integers only (no `bool`): any bytes are a valid `Slot`, which lets the
+/// command-line tool copy slots out of a control block it does not trust.
+#[repr(C)]
 pub struct Slot {
+    /// Odd while the slot's metadata is being written (a sequence lock for outside readers).
+    pub seq: AtomicU32,
     pub state: AtomicU8,
     /// Set once an error about the current object has been reported (one report per object).
-    pub reported: AtomicBool,
+    pub reported: AtomicU8,
+    /// 1 when the object ends at the right edge of its page.
+    pub right: u8,
+    _pad: u8,
     pub addr: usize,
     pub size: usize,
     pub align: usize,
-    /// True when the object ends at the right edge of its page.
-    pub right: bool,
     /// The allocation site's hash, in the covered-sites filter while the object lives.
     pub site: u64,
     pub alloc: Record,
     pub free: Record,
+}
+
+impl Slot {
+    /// Starts a metadata update (see `seq`).
+    pub fn begin_write(&self) {
+        self.seq.fetch_add(1, Ordering::Relaxed);
+        core::sync::atomic::fence(Ordering::Release);
+    }
+    /// Ends a metadata update.
+    pub fn end_write(&self) {
+        self.seq.fetch_add(1, Ordering::Release);
+    }
+    /// Marks the current object reported; true if it was not already.
+    pub fn mark_reported(&self) -> bool {
+        self.reported.swap(1, Ordering::AcqRel) == 0
+    }
 }
 
 /// A tiny spin lock for ufence's own short critical sections (popping or pushing a slot index).
@@ -165,24 +199,25 @@ unsafe impl Sync for Pool {}
 unsafe impl Send for Pool {}
 
 impl Pool {
-    /// Maps the pool and its metadata. None if the address space cannot be had.
-    pub fn new(nslots: usize, seed: u64) -> Option<Pool> {
+    /// Maps the pool and its private metadata (the free ring, the guard flags). The slot table
+    /// is the caller's: it lives in the control block (see `control`), zeroed, `nslots` long.
+    /// None if the address space cannot be had.
+    pub fn new(nslots: usize, seed: u64, slots: *mut Slot) -> Option<Pool> {
         let page = sys::page_size();
         let len = (2 * nslots + 1) * page;
-        let meta_bytes = nslots * core::mem::size_of::<Slot>() + nslots * 4 + nslots + 1;
-        let meta_len = meta_bytes.div_ceil(page) * page;
+        let meta_len = (nslots * 4 + nslots + 1).div_ceil(page) * page;
         let meta = sys::map_rw(meta_len)?;
-        let covered = crate::covered::Covered::new(nslots)?;
-        let Some(base) = sys::map_none(len) else {
+        let covered = crate::covered::Covered::new(nslots);
+        let base = covered.as_ref().and_then(|_| sys::map_none(len));
+        let (Some(covered), Some(base)) = (covered, base) else {
             // SAFETY: meta was just mapped with this length and nothing refers to it.
             unsafe { sys::unmap(meta, meta_len) };
             return None;
         };
-        let slots = meta.cast::<Slot>();
-        // SAFETY: the metadata mapping holds nslots Slots followed by nslots u32s, is zeroed by
-        // the kernel (a valid state for every field: UNUSED, false, 0) and is ours alone.
-        let fifo = unsafe { slots.add(nslots).cast::<u32>() };
-        // SAFETY: the guard flags follow the FIFO inside the same zeroed mapping.
+        // SAFETY: the private mapping holds nslots u32s then nslots + 1 flags, zeroed by the
+        // kernel (a valid state for both) and ours alone.
+        let fifo = meta.cast::<u32>();
+        // SAFETY: the guard flags follow the ring inside the same zeroed mapping.
         let guards = unsafe { fifo.add(nslots).cast::<AtomicBool>() };
         // The initial order is shuffled (as newer kernels do) so that the first objects of a
         // fleet's processes do not all land in the same slots.
@@ -229,10 +264,11 @@ impl Pool {
     /// # Safety
     /// The caller must own slot `i`'s current transition (it popped the slot from the FIFO, or
     /// won the ALLOCATED -> FREEING exchange), so no other thread writes it concurrently.
-    /// Known gap: a fault handler serving a *stale* access on another thread (a use-after-free
-    /// racing with the slot's reuse) may read the plain fields while they are written. Only the
-    /// text of that report can be affected (it may mix the old and new object's fields), but it
-    /// is a data race by Rust's rules; a per-slot sequence lock would close it.
+    /// Writers bracket their updates with `begin_write`/`end_write`, so that an outside reader
+    /// (`ufence objects`) can tell a torn copy. Known gap: a fault handler serving a *stale*
+    /// access on another thread (a use-after-free racing with the slot's reuse) may read the
+    /// plain fields while they are written. Only the text of that report can be affected, but
+    /// it is a data race by Rust's rules.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn slot_mut(&self, i: usize) -> &mut Slot {
         assert!(i < self.nslots);
@@ -353,6 +389,12 @@ fn first_damaged_in(from: usize, to: usize) -> Option<usize> {
 mod tests {
     use super::*;
 
+    fn test_slots(n: usize) -> *mut Slot {
+        sys::map_rw(n * core::mem::size_of::<Slot>())
+            .unwrap()
+            .cast()
+    }
+
     #[test]
     fn canary_word_matches_bytes() {
         let bytes = CANARY_WORD.to_le_bytes();
@@ -363,7 +405,7 @@ mod tests {
 
     #[test]
     fn layout_places() {
-        let pool = Pool::new(3, 42).unwrap();
+        let pool = Pool::new(3, 42, test_slots(3)).unwrap();
         let pg = pool.page;
         assert_eq!(pool.len, 7 * pg);
         assert_eq!(
@@ -394,7 +436,7 @@ mod tests {
 
     #[test]
     fn fifo_reuses_least_recently_freed() {
-        let pool = Pool::new(4, 7).unwrap();
+        let pool = Pool::new(4, 7, test_slots(4)).unwrap();
         let mut got: Vec<usize> = (0..4).map(|_| pool.pop().unwrap()).collect();
         assert!(pool.pop().is_none());
         got.sort();
@@ -409,7 +451,7 @@ mod tests {
 
     #[test]
     fn canary_detects_damage_on_both_sides() {
-        let pool = Pool::new(1, 1).unwrap();
+        let pool = Pool::new(1, 1, test_slots(1)).unwrap();
         let i = pool.pop().unwrap();
         let page = pool.page_of_slot(i);
         assert!(sys::protect(page as *mut u8, pool.page, true));

@@ -180,8 +180,9 @@ fn write_record(out: &mut Out, sym: &mut Symbolizer, what: &str, r: &Record) {
         r.time_ns / 1_000_000_000,
         r.time_ns % 1_000_000_000 / 1000
     );
-    let cut = frames_to_cut(sym, &r.stack);
-    write_stack(out, sym, &r.stack, cut);
+    let stack = r.stack();
+    let cut = frames_to_cut(sym, &stack);
+    write_stack(out, sym, &stack, cut);
 }
 
 /// Writes the report for `e` to stderr.
@@ -292,7 +293,7 @@ pub fn print(e: &Error, pool: &Pool) {
     if let Some((i, s)) = e.object {
         let _ = writeln!(out);
         let end = s.addr + s.size.max(1) - 1;
-        let side = if s.right { "right" } else { "left" };
+        let side = if s.right != 0 { "right" } else { "left" };
         let _ = writeln!(
             out,
             "ufence-#{i}: {:#x}-{:#x}, size={}, align={}, side={side}\n",

@@ -19,7 +19,7 @@
 use crate::options::Options;
 use crate::stats::Counters;
 use crate::sys;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering, Ordering::Relaxed};
 
 /// The per-thread block, viewed as named fields (see `sys::thread_block`).
 #[repr(C)]
@@ -68,39 +68,86 @@ pub fn tick() -> bool {
     sys::thread_count_down()
 }
 
-/// Runtime knobs, read on the slow path.
+/// An on/off knob stored as a whole word, so that every bit pattern is a valid value: knobs
+/// live in the control block, which the command-line tool writes from another process.
+#[repr(transparent)]
+pub struct Flag(AtomicU64);
+
+impl Flag {
+    pub const fn new(on: bool) -> Flag {
+        Flag(AtomicU64::new(on as u64))
+    }
+    pub fn load(&self, order: Ordering) -> bool {
+        self.0.load(order) != 0
+    }
+    pub fn store(&self, on: bool, order: Ordering) {
+        self.0.store(on as u64, order)
+    }
+}
+
+/// Runtime knobs, read on the slow path. Part of the control block (`#[repr(C)]`, words only):
+/// `ufence set` changes them from outside the process; [`knobs`] finds them.
+#[repr(C)]
 pub struct Knobs {
-    pub enabled: AtomicBool,
+    pub enabled: Flag,
     pub interval_ns: AtomicU64,
     pub rate: AtomicU64,
     pub burst: AtomicU64,
     pub max_overhead: AtomicU64,
     pub skip_covered_thresh: AtomicU64,
-    pub adaptive: AtomicBool,
+    pub adaptive: Flag,
     pub adaptive_max_ns: AtomicU64,
     /// `sample_sizes`, as its bounds.
     pub size_min: AtomicU64,
     pub size_max: AtomicU64,
     /// The interval in force: `interval_ns`, or what `adaptive` made of it at the last sample.
     pub current_ns: AtomicU64,
-    /// The next time-based sample is due at this many ns of CLOCK_MONOTONIC.
+    /// The next time-based sample is due at this many ns of CLOCK_MONOTONIC (system-wide, so
+    /// another process can set it).
     pub deadline: AtomicU64,
+    /// `on_error=abort`.
+    pub abort_on_error: Flag,
 }
 
-pub static KNOBS: Knobs = Knobs {
-    enabled: AtomicBool::new(false),
-    interval_ns: AtomicU64::new(0),
-    rate: AtomicU64::new(0),
-    burst: AtomicU64::new(0),
-    max_overhead: AtomicU64::new(0),
-    skip_covered_thresh: AtomicU64::new(100),
-    adaptive: AtomicBool::new(false),
-    adaptive_max_ns: AtomicU64::new(0),
-    size_min: AtomicU64::new(0),
-    size_max: AtomicU64::new(u64::MAX),
-    current_ns: AtomicU64::new(0),
-    deadline: AtomicU64::new(u64::MAX),
-};
+impl Knobs {
+    pub const fn new() -> Knobs {
+        Knobs {
+            enabled: Flag::new(false),
+            interval_ns: AtomicU64::new(0),
+            rate: AtomicU64::new(0),
+            burst: AtomicU64::new(0),
+            max_overhead: AtomicU64::new(0),
+            skip_covered_thresh: AtomicU64::new(100),
+            adaptive: Flag::new(false),
+            adaptive_max_ns: AtomicU64::new(0),
+            size_min: AtomicU64::new(0),
+            size_max: AtomicU64::new(u64::MAX),
+            current_ns: AtomicU64::new(0),
+            deadline: AtomicU64::new(u64::MAX),
+            abort_on_error: Flag::new(false),
+        }
+    }
+}
+
+/// The knobs until the control block exists (and for good if it cannot be had).
+static EARLY_KNOBS: Knobs = Knobs::new();
+static KNOBS: AtomicPtr<Knobs> = AtomicPtr::new(&EARLY_KNOBS as *const Knobs as *mut Knobs);
+
+/// The knobs in force: in the control block once ufence has started.
+#[inline]
+pub fn knobs() -> &'static Knobs {
+    // SAFETY: KNOBS points at EARLY_KNOBS or at the control block's knobs, which are mapped
+    // for the life of the process (see `control`).
+    unsafe { &*KNOBS.load(Relaxed) }
+}
+
+/// Moves the knobs into the control block, carrying their values over. Called once at start,
+/// before the detector is published as ready.
+pub fn move_knobs(to: &'static Knobs) {
+    let from = knobs();
+    to.copy_from(from);
+    KNOBS.store(to as *const Knobs as *mut Knobs, Ordering::Release);
+}
 
 impl Knobs {
     /// Loads the options in force at start; the first deadline is random within the interval,
@@ -117,7 +164,98 @@ impl Knobs {
         self.size_min.store(o.sample_sizes.min as u64, Relaxed);
         self.size_max.store(o.sample_sizes.max as u64, Relaxed);
         self.enabled.store(o.enabled, Relaxed);
+        self.abort_on_error
+            .store(o.on_error == crate::options::OnError::Abort, Relaxed);
         self.set_interval_ms(o.sample_interval, seed);
+    }
+
+    /// Changes the runtime option `key` to its value in `o` (which the caller parsed and
+    /// validated against the option table). The one place a runtime change is made, from inside
+    /// the process (`ufence::set_*`) or from `ufence set`. False if `key` is not a runtime
+    /// option.
+    pub fn apply(&self, key: &str, o: &Options) -> bool {
+        match key {
+            "enabled" => self.enabled.store(o.enabled, Relaxed),
+            "sample_interval" => self.set_interval_ms(o.sample_interval, sys::random_u64()),
+            "sample_rate" => self.rate.store(o.sample_rate, Relaxed),
+            "on_error" => self
+                .abort_on_error
+                .store(o.on_error == crate::options::OnError::Abort, Relaxed),
+            "max_overhead" => self.max_overhead.store(o.max_overhead, Relaxed),
+            "skip_covered_thresh" => self
+                .skip_covered_thresh
+                .store(o.skip_covered_thresh.min(100), Relaxed),
+            "adaptive" => {
+                self.adaptive.store(o.adaptive, Relaxed);
+                if !o.adaptive {
+                    // Drop a deadline that adaptive pushed out: the plain interval applies now.
+                    let base = self.interval_ns.load(Relaxed);
+                    self.current_ns.store(base, Relaxed);
+                    if base > 0 {
+                        self.deadline.fetch_min(sys::now_ns() + base, Relaxed);
+                    }
+                }
+            }
+            "adaptive_max" => self
+                .adaptive_max_ns
+                .store(o.adaptive_max.saturating_mul(1_000_000), Relaxed),
+            "sample_sizes" => {
+                self.size_min.store(o.sample_sizes.min as u64, Relaxed);
+                self.size_max.store(o.sample_sizes.max as u64, Relaxed);
+            }
+            "burst" => self.burst.store(o.burst, Relaxed),
+            _ => return false,
+        }
+        true
+    }
+
+    /// The runtime options as the knobs hold them now, over `base` for the others.
+    pub fn read_into(&self, base: &Options) -> Options {
+        let mut o = *base;
+        o.enabled = self.enabled.load(Relaxed);
+        o.sample_interval = self.interval_ns.load(Relaxed) / 1_000_000;
+        o.sample_rate = self.rate.load(Relaxed);
+        o.on_error = if self.abort_on_error.load(Relaxed) {
+            crate::options::OnError::Abort
+        } else {
+            crate::options::OnError::Continue
+        };
+        o.max_overhead = self.max_overhead.load(Relaxed);
+        o.skip_covered_thresh = self.skip_covered_thresh.load(Relaxed);
+        o.adaptive = self.adaptive.load(Relaxed);
+        o.adaptive_max = self.adaptive_max_ns.load(Relaxed) / 1_000_000;
+        let (min, max) = (self.size_min.load(Relaxed), self.size_max.load(Relaxed));
+        o.sample_sizes = crate::options::SizeRange {
+            min: usize::try_from(min).unwrap_or(usize::MAX),
+            max: usize::try_from(max).unwrap_or(usize::MAX),
+        };
+        o.burst = self.burst.load(Relaxed);
+        o
+    }
+
+    fn copy_from(&self, o: &Knobs) {
+        let pairs = [
+            (&self.interval_ns, &o.interval_ns),
+            (&self.rate, &o.rate),
+            (&self.burst, &o.burst),
+            (&self.max_overhead, &o.max_overhead),
+            (&self.skip_covered_thresh, &o.skip_covered_thresh),
+            (&self.adaptive_max_ns, &o.adaptive_max_ns),
+            (&self.size_min, &o.size_min),
+            (&self.size_max, &o.size_max),
+            (&self.current_ns, &o.current_ns),
+            (&self.deadline, &o.deadline),
+        ];
+        for (to, from) in pairs {
+            to.store(from.load(Relaxed), Relaxed);
+        }
+        for (to, from) in [
+            (&self.enabled, &o.enabled),
+            (&self.adaptive, &o.adaptive),
+            (&self.abort_on_error, &o.abort_on_error),
+        ] {
+            to.store(from.load(Relaxed), Relaxed);
+        }
     }
 
     /// The interval to the next time-based sample, given the pool's occupancy (per mille):
@@ -214,7 +352,7 @@ pub fn decide(ready: bool, fit: Fit, counters: &Counters, occupancy: u64) -> Ver
         t.stride = 1;
         t.last_check = sys::now_ns();
     }
-    let k = &KNOBS;
+    let k = knobs();
     if !k.enabled.load(Relaxed) {
         return t.plan(IDLE_RECHECK);
     }

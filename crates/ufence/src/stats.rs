@@ -56,8 +56,10 @@ impl Stats {
     }
 }
 
-/// The live counters of this process.
-pub(crate) struct Counters {
+/// The live counters of this process. Part of the control block (`#[repr(C)]`, words only), so
+/// that `ufence stats` reads them from outside.
+#[repr(C)]
+pub struct Counters {
     pub allocations: AtomicU64,
     pub frees: AtomicU64,
     pub bugs: AtomicU64,
@@ -85,11 +87,33 @@ impl Counters {
         }
     }
 
+    /// Copies every counter from `o` (when the counters move into the control block).
+    pub fn copy_from(&self, o: &Counters) {
+        for (to, from) in self.all().into_iter().zip(o.all()) {
+            to.store(from.load(Relaxed), Relaxed);
+        }
+    }
+
+    fn all(&self) -> [&AtomicU64; 9] {
+        [
+            &self.allocations,
+            &self.frees,
+            &self.bugs,
+            &self.skipped_incompatible,
+            &self.skipped_capacity,
+            &self.skipped_covered,
+            &self.skipped_budget,
+            &self.skipped_filtered,
+            &self.pool_ns,
+        ]
+    }
+
     pub fn bump(c: &AtomicU64) {
         c.fetch_add(1, Relaxed);
     }
 
-    pub fn snapshot(&self, enabled: bool) -> Stats {
+    /// The counters as KFENCE shows them, with the interval in force from `knobs`.
+    pub fn snapshot(&self, enabled: bool, knobs: &crate::sampler::Knobs) -> Stats {
         let allocations = self.allocations.load(Relaxed);
         let frees = self.frees.load(Relaxed);
         Stats {
@@ -104,7 +128,11 @@ impl Counters {
             skipped_covered: self.skipped_covered.load(Relaxed),
             skipped_budget: self.skipped_budget.load(Relaxed),
             skipped_filtered: self.skipped_filtered.load(Relaxed),
-            sample_interval_ms: 0,
+            sample_interval_ms: if knobs.interval_ns.load(Relaxed) > 0 {
+                knobs.current_ns.load(Relaxed) / 1_000_000
+            } else {
+                0
+            },
         }
     }
 }

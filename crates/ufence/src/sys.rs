@@ -536,3 +536,164 @@ pub fn run_on_stack(top: usize, f: &mut dyn FnMut()) {
         trampoline(arg);
     }
 }
+
+/// The effective user id.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Nanoseconds since the Unix epoch (CLOCK_REALTIME), for timestamps people read.
+pub fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
+}
+
+/// Reads up to `buf.len()` bytes of a small file (such as `/proc/self/cmdline`); 0 on failure.
+pub fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> usize {
+    // SAFETY: open/read/close into the caller's buffer, bounded by its length.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return 0;
+        }
+        let mut got = 0;
+        while got < buf.len() {
+            let n = libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got);
+            if n <= 0 {
+                break;
+            }
+            got += n as usize;
+        }
+        libc::close(fd);
+        got
+    }
+}
+
+/// Reads a symbolic link (such as `/proc/self/exe`) into `buf`; the length, 0 on failure.
+pub fn readlink(path: &core::ffi::CStr, buf: &mut [u8]) -> usize {
+    // SAFETY: readlink writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::readlink(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// Opens the directory at `path`, creating it (mode 0700) if it is missing, and checks that it
+/// is private: a real directory (not a symbolic link), owned by us, with no access for group
+/// or others. Returns its descriptor, or why it is not usable.
+pub fn open_private_dir(path: &core::ffi::CStr) -> Result<i32, &'static str> {
+    // SAFETY: mkdir/open/fstat with a valid path and out-struct; the descriptor is closed on
+    // every failure path.
+    unsafe {
+        libc::mkdir(path.as_ptr(), 0o700);
+        let fd = libc::open(
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return Err("cannot open the directory (missing, or a symbolic link)");
+        }
+        let mut st: libc::stat = core::mem::zeroed();
+        let why = if libc::fstat(fd, &mut st) != 0 {
+            Some("cannot stat the directory")
+        } else if st.st_uid != geteuid() {
+            Some("the directory belongs to another user")
+        } else if st.st_mode & 0o077 != 0 {
+            Some("the directory is open to other users (want mode 0700)")
+        } else {
+            None
+        };
+        match why {
+            Some(w) => {
+                libc::close(fd);
+                Err(w)
+            }
+            None => Ok(fd),
+        }
+    }
+}
+
+/// Creates `name` in the directory `dir` exclusively (never following a symbolic link, mode
+/// 0600) and gives it `len` bytes of reserved storage; a file of that name left by an earlier
+/// process is replaced. Reserving the storage up front matters on tmpfs: writing to a page of
+/// a sparse shared file when the file system is full raises SIGBUS in the writer.
+pub fn create_private_file(
+    dir: i32,
+    name: &core::ffi::CStr,
+    len: usize,
+) -> Result<i32, &'static str> {
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: openat/unlinkat/fallocate/close on a directory descriptor we hold and a
+    // NUL-terminated name; the new descriptor is closed on every failure path.
+    unsafe {
+        let mut fd = libc::openat(dir, name.as_ptr(), flags, 0o600);
+        if fd < 0 && errno() == libc::EEXIST {
+            libc::unlinkat(dir, name.as_ptr(), 0);
+            fd = libc::openat(dir, name.as_ptr(), flags, 0o600);
+        }
+        if fd < 0 {
+            return Err("cannot create the file");
+        }
+        if libc::fallocate(fd, 0, 0, len as libc::off_t) != 0 {
+            libc::close(fd);
+            libc::unlinkat(dir, name.as_ptr(), 0);
+            return Err("no room for the file");
+        }
+        Ok(fd)
+    }
+}
+
+/// Maps `len` bytes of the file `fd` shared, readable and writable.
+pub fn map_shared(fd: i32, len: usize) -> Option<*mut u8> {
+    // SAFETY: a new shared mapping of a file we own at a kernel-chosen address.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    (p != libc::MAP_FAILED).then_some(p.cast())
+}
+
+/// Closes a descriptor.
+pub fn close(fd: i32) {
+    // SAFETY: closing a descriptor this crate opened.
+    unsafe { libc::close(fd) };
+}
+
+/// Removes the file `name` from the directory `dir`.
+pub fn unlink_at(dir: i32, name: &core::ffi::CStr) {
+    // SAFETY: unlinkat with a NUL-terminated name; no flags.
+    unsafe { libc::unlinkat(dir, name.as_ptr(), 0) };
+}
+
+/// Moves the mapping at `from` onto `to` (both `len` bytes), replacing what was mapped there.
+///
+/// # Safety
+/// Both must be mappings this crate created, of `len` bytes; `from` is gone afterwards.
+pub unsafe fn move_mapping(from: *mut u8, len: usize, to: *mut u8) -> bool {
+    // SAFETY: the caller's obligation; MREMAP_FIXED replaces `to` atomically.
+    unsafe {
+        libc::mremap(
+            from.cast(),
+            len,
+            len,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            to.cast::<libc::c_void>(),
+        ) != libc::MAP_FAILED
+    }
+}
+
+/// Runs `f` at normal process exit.
+pub fn at_exit(f: extern "C" fn()) {
+    // SAFETY: f is a plain function with the C ABI that lives forever.
+    unsafe { libc::atexit(f) };
+}

@@ -1,0 +1,361 @@
+//! Finding and reading the control blocks that processes under ufence publish (see
+//! `ufence::control`). Nothing here trusts a file: each is opened without following symbolic
+//! links, must be a regular file of ours, and is validated (magic, version, layout, lengths)
+//! before any field is used. Reads use `pread`, never a mapping, so a file that shrinks under
+//! us is an error, not a SIGBUS.
+
+use std::fs::{self, File};
+use std::mem::size_of;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use ufence_core::control::{self, Block, Header, Slot};
+use ufence_core::options::Options;
+use ufence_core::Stats;
+
+/// Larger files are not control blocks (65,535 slots take 40 MiB).
+const MAX_FILE: u64 = 64 << 20;
+
+/// The runtime directory, checked to be private to us.
+pub fn dir() -> Result<PathBuf, String> {
+    let mut text = ufence_core::fmt::BufWriter::<512>::new();
+    control::runtime_dir(&mut text);
+    let path = PathBuf::from(String::from_utf8_lossy(text.as_bytes()).into_owned());
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", path.display()));
+    }
+    if meta.uid() != euid() {
+        return Err(format!(
+            "{} belongs to uid {}, not to you; refusing to use it",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} is open to other users (mode {:o}); refusing to use it",
+            path.display(),
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(path)
+}
+
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Whether the process that wrote a block still runs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    Live,
+    /// Exited normally but its file was not removed.
+    Exited,
+    /// No such process any more: it crashed or was killed.
+    Gone,
+    /// The pid belongs to another process now.
+    Reused,
+    /// The same process runs another program now (it called exec).
+    Execd,
+}
+
+impl Liveness {
+    pub fn word(self) -> &'static str {
+        match self {
+            Liveness::Live => "live",
+            Liveness::Exited => "exited",
+            Liveness::Gone => "stale (process gone)",
+            Liveness::Reused => "stale (pid reused)",
+            Liveness::Execd => "stale (exec'd)",
+        }
+    }
+}
+
+/// A validated copy of one control block.
+pub struct Snapshot {
+    pub path: PathBuf,
+    pub block: Block,
+    pub liveness: Liveness,
+}
+
+impl Snapshot {
+    pub fn header(&self) -> &Header {
+        &self.block.header
+    }
+    pub fn pid(&self) -> u32 {
+        self.block.header.pid
+    }
+    pub fn stats(&self) -> Stats {
+        self.block.stats()
+    }
+    pub fn exe(&self) -> String {
+        text(&self.block.header.exe)
+    }
+    /// The command line, arguments joined by spaces.
+    pub fn cmdline(&self) -> String {
+        let c = &self.block.header.cmdline;
+        let end = c.windows(2).position(|w| w == [0, 0]).unwrap_or(c.len());
+        c[..end]
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+    pub fn options_text(&self) -> String {
+        text(&self.block.header.options)
+    }
+    /// The runtime options as the process holds them now.
+    pub fn knob_options(&self) -> Options {
+        self.block.knobs.read_into(&Options::DEFAULT)
+    }
+    pub fn live(&self) -> bool {
+        self.liveness == Liveness::Live
+    }
+    /// Nanoseconds since ufence started in the process (by the system-wide monotonic clock).
+    pub fn uptime_ns(&self) -> u64 {
+        ufence_core::sys::now_ns().saturating_sub(self.block.header.start_mono_ns)
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// The file of process `pid`.
+pub fn file_of(dir: &Path, pid: u32) -> PathBuf {
+    dir.join(format!("{pid}.ufence"))
+}
+
+/// Opens a control file for reading (or writing), refusing symbolic links, non-regular files
+/// and other users' files.
+pub fn open(path: &Path, write: bool) -> Result<File, String> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.uid() != euid() {
+        return Err(format!(
+            "{} belongs to uid {}, not to you",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    Ok(f)
+}
+
+/// Reads and validates the control block at `path`.
+pub fn read(path: &Path) -> Result<Snapshot, String> {
+    let f = open(path, false)?;
+    let (block, inode) = read_block(&f, path)?;
+    let liveness = liveness(&block.header, inode);
+    Ok(Snapshot {
+        path: path.to_path_buf(),
+        block,
+        liveness,
+    })
+}
+
+/// Reads the block of an open control file and checks it is one this tool can read.
+pub fn read_block(f: &File, path: &Path) -> Result<(Block, u64), String> {
+    let shown = path.display();
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("cannot stat {shown}: {e}"))?;
+    let len = meta.len();
+    if len > MAX_FILE {
+        return Err(format!(
+            "{shown}: {len} bytes is too large for a ufence control block"
+        ));
+    }
+    let mut bytes = vec![0u8; size_of::<Block>()];
+    let got = read_at(f, &mut bytes, 0).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if got < 8 || bytes[..8] != control::MAGIC.to_le_bytes() {
+        return Err(format!("{shown}: not a ufence control block (bad magic)"));
+    }
+    if got < bytes.len() {
+        return Err(format!(
+            "{shown}: truncated ({got} bytes; a control block header takes {})",
+            bytes.len()
+        ));
+    }
+    // SAFETY: `bytes` holds size_of::<Block>() bytes, and a Block is made of integers and
+    // atomics of integers only, for which every bit pattern is a valid value.
+    let block: Block = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let h = &block.header;
+    if h.version != control::VERSION {
+        return Err(format!(
+            "{shown}: control block version {}, this ufence reads version {}",
+            h.version,
+            control::VERSION
+        ));
+    }
+    if h.block_len as usize != size_of::<Block>() || h.slot_len as usize != size_of::<Slot>() {
+        return Err(format!(
+            "{shown}: control block layout differs from this ufence's (built from another version?)"
+        ));
+    }
+    let (slots_offset, want_len) = control::layout(h.nslots as usize);
+    if h.nslots == 0 || h.nslots > 65_535 || h.slots_offset != slots_offset as u64 {
+        return Err(format!("{shown}: damaged control block (slot table)"));
+    }
+    if h.file_len != want_len as u64 || len < want_len as u64 {
+        return Err(format!(
+            "{shown}: truncated ({len} bytes, its header says {})",
+            h.file_len
+        ));
+    }
+    Ok((block, meta.ino()))
+}
+
+fn read_at(f: &File, buf: &mut [u8], mut off: u64) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        let n = f.read_at(&mut buf[got..], off)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+        off += n as u64;
+    }
+    Ok(got)
+}
+
+/// One slot, copied consistently (see `Slot::seq`): None if it kept changing under us.
+pub fn read_slot(f: &File, h: &Header, i: usize) -> Option<Slot> {
+    let off = h.slots_offset + (i * size_of::<Slot>()) as u64;
+    for _ in 0..16 {
+        let mut seq = [0u8; 4];
+        read_at(f, &mut seq, off).ok()?;
+        let before = u32::from_le_bytes(seq);
+        if before % 2 == 1 {
+            std::thread::yield_now();
+            continue;
+        }
+        let mut bytes = vec![0u8; size_of::<Slot>()];
+        if read_at(f, &mut bytes, off).ok()? < bytes.len() {
+            return None;
+        }
+        read_at(f, &mut seq, off).ok()?;
+        // SAFETY: a Slot is made of integers only (any bytes are valid), and `bytes` is
+        // exactly one Slot long.
+        let slot: Slot = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        if u32::from_le_bytes(seq) == before
+            && slot.seq.load(std::sync::atomic::Ordering::Relaxed) == before
+        {
+            return Some(slot);
+        }
+    }
+    None
+}
+
+/// Is the process that wrote the block still running it? The pid must exist, not be a
+/// zombie, have the start time the block recorded (else the pid was reused), and still map
+/// the file (else it exec'd another program): a bare "is the pid alive" is fooled by all three.
+pub fn liveness(h: &Header, inode: u64) -> Liveness {
+    if h.state.load(std::sync::atomic::Ordering::Relaxed) == control::EXITED {
+        return Liveness::Exited;
+    }
+    let Ok(stat) = fs::read_to_string(format!("/proc/{}/stat", h.pid)) else {
+        return Liveness::Gone;
+    };
+    // Fields after the command name, which may itself hold spaces and parentheses.
+    let rest: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, r)| r.split_ascii_whitespace().collect());
+    if matches!(rest.first(), Some(&"Z") | Some(&"X")) {
+        return Liveness::Gone;
+    }
+    let started: Option<u64> = rest.get(19).and_then(|s| s.parse().ok());
+    if h.proc_start_ticks != 0 && started != Some(h.proc_start_ticks) {
+        return Liveness::Reused;
+    }
+    let maps = fs::read_to_string(format!("/proc/{}/maps", h.pid)).unwrap_or_default();
+    let name = format!("/{}.ufence", h.pid);
+    let mapped = maps.lines().any(|l| {
+        let mut f = l.split_ascii_whitespace();
+        let inode_field = f.nth(4);
+        let path = f.next().unwrap_or("");
+        inode_field.and_then(|s| s.parse::<u64>().ok()) == Some(inode) && path.ends_with(&name)
+    });
+    if mapped {
+        Liveness::Live
+    } else {
+        Liveness::Execd
+    }
+}
+
+/// Every control file in the runtime directory, read (or the reason it could not be).
+pub fn list(dir: &Path) -> Vec<(PathBuf, Result<Snapshot, String>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".ufence"))
+            .filter(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let path = e.path();
+        let snap = read(&path).and_then(|s| {
+            if pid.parse() == Ok(s.pid()) {
+                Ok(s)
+            } else {
+                Err(format!(
+                    "{}: names pid {pid} but holds pid {}",
+                    path.display(),
+                    s.pid()
+                ))
+            }
+        });
+        out.push((path, snap));
+    }
+    out.sort_by_key(|(p, _)| {
+        p.file_stem()
+            .and_then(|s| s.to_str()?.parse::<u64>().ok())
+            .unwrap_or(u64::MAX)
+    });
+    out
+}
+
+/// The control block of process `pid`, or a one-line reason why there is none to read.
+pub fn for_pid(pid: &str) -> Result<Snapshot, String> {
+    let n: u32 = pid
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("'{pid}' is not a process id"))?;
+    let dir = dir()?;
+    let path = file_of(&dir, n);
+    if path.symlink_metadata().is_ok() {
+        return read(&path);
+    }
+    match fs::metadata(format!("/proc/{n}")) {
+        Err(_) => Err(format!("no process {n}")),
+        Ok(m) if m.uid() != euid() => Err(format!(
+            "process {n} belongs to uid {}; ufence shows only your own processes",
+            m.uid()
+        )),
+        Ok(_) => Err(format!(
+            "process {n} is not running under ufence (no {})",
+            path.display()
+        )),
+    }
+}

@@ -1,0 +1,69 @@
+//! `ufence set PID KEY=VALUE...`: changes runtime options of a running process through its
+//! control block, as `echo 500 > /sys/module/kfence/parameters/sample_interval` does for
+//! KFENCE. Every pair is validated against the option table before anything is written.
+
+use crate::runtime;
+use clap::ArgMatches;
+use ufence_core::control::Block;
+use ufence_core::options::{Options, SPECS};
+
+pub fn main(m: &ArgMatches) -> Result<u8, String> {
+    let pid = m.get_one::<String>("pid").expect("required");
+    let pairs: Vec<&String> = m
+        .get_many::<String>("settings")
+        .expect("required")
+        .collect();
+    // Validate everything first: a bad pair means nothing is written.
+    let mut wanted = Options::DEFAULT;
+    let mut keys = Vec::new();
+    for pair in &pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("'{pair}' is not KEY=VALUE"))?;
+        let spec = SPECS
+            .iter()
+            .find(|s| s.name == key)
+            .ok_or_else(|| format!("unknown option '{key}' (see `ufence options`)"))?;
+        if !spec.runtime {
+            return Err(format!(
+                "{key} cannot change while the process runs (set it at start)"
+            ));
+        }
+        wanted
+            .set(key.as_bytes(), value.as_bytes())
+            .map_err(|_| format!("bad value '{value}' for {key} (expects {})", spec.kind))?;
+        keys.push(spec.name);
+    }
+    let snap = runtime::for_pid(pid)?;
+    if !snap.live() {
+        return Err(format!(
+            "process {} is {}: nothing to change",
+            snap.pid(),
+            snap.liveness.word()
+        ));
+    }
+    let f = runtime::open(&snap.path, true)?;
+    // Re-validate the file we are about to map: it is the one we write through.
+    let (block, _) = runtime::read_block(&f, &snap.path)?;
+    let len = block.header.file_len as usize;
+    let map = ufence_core::sys::map_shared(std::os::fd::AsRawFd::as_raw_fd(&f), len)
+        .ok_or_else(|| format!("cannot map {}", snap.path.display()))?;
+    // SAFETY: the mapping is `len` bytes of a file whose header was validated above, so it
+    // starts with a whole Block; Block's fields are atomics and integers, valid for any bytes,
+    // and are only touched through atomic operations here, as the process itself does.
+    let live: &Block = unsafe { &*map.cast::<Block>() };
+    let old = live.knobs.read_into(&Options::DEFAULT);
+    for key in &keys {
+        live.knobs.apply(key, &wanted);
+    }
+    let new = live.knobs.read_into(&Options::DEFAULT);
+    for key in keys {
+        let (mut before, mut after) = (String::new(), String::new());
+        old.write_value(key, &mut before);
+        new.write_value(key, &mut after);
+        println!("pid {}: {key} {before} -> {after}", snap.pid());
+    }
+    // SAFETY: the mapping made above, no longer used.
+    unsafe { ufence_core::sys::unmap(map, len) };
+    Ok(0)
+}

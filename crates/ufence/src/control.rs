@@ -1,0 +1,317 @@
+//! The control block: each process under ufence publishes its identity, counters, knobs and
+//! slot table in a small shared-memory file, `<runtime dir>/<pid>.ufence`, the way KFENCE
+//! publishes `/sys/kernel/debug/kfence/{stats,objects}` and
+//! `/sys/module/kfence/parameters/sample_interval`. The `ufence` command reads it for `ps`,
+//! `stats`, `objects` and `top`, and writes the knobs for `set`: no thread in the target, no
+//! signal, no restart. The process reads its knobs on the sampling slow path, so a change takes
+//! effect within one interval.
+//!
+//! The runtime directory is `$UFENCE_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/ufence`, else
+//! `/dev/shm/ufence-<uid>`; it must be a private directory of ours (mode 0700). Files are
+//! created exclusively, never through a symbolic link, mode 0600, with their storage reserved.
+//! A file is removed at normal exit and left behind after a crash on purpose, so that a
+//! crashed process's last counters and objects can still be read; the command tells such a
+//! stale file from a live one by whether its process still maps it.
+//!
+//! If the file cannot be created, the block is an anonymous mapping: the process runs on, only
+//! invisible to the command. The layout is `#[repr(C)]`, made of integers only (any bytes are
+//! a valid block, so a reader need not trust the writer), and versioned with a magic number.
+
+use crate::fmt::BufWriter;
+use crate::options::Options;
+
+use crate::sys;
+use core::cell::UnsafeCell;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
+
+pub use crate::pool::{Record, Slot, ALLOCATED, FREED, FREEING, UNUSED};
+pub use crate::sampler::{Flag, Knobs};
+pub use crate::stack::{Packed, Stack, MAX_FRAMES};
+pub use crate::stats::Counters;
+
+/// `ufence-1` in the first word of every control block.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"UFENCE\x00\x01");
+/// Bumped whenever the layout below changes.
+pub const VERSION: u32 = 1;
+
+/// `Header::state` while the process runs (or after it crashed).
+pub const RUNNING: u32 = 1;
+/// `Header::state` once the process has exited normally (the file is then removed too).
+pub const EXITED: u32 = 2;
+
+/// `Header::mode`: loaded by `LD_PRELOAD=libufence.so`.
+pub const MODE_PRELOAD: u32 = 1;
+/// `Header::mode`: a Rust program using `ufence::Guarded` as its global allocator.
+pub const MODE_ALLOCATOR: u32 = 2;
+
+/// Who the block belongs to and where its parts are.
+#[repr(C)]
+pub struct Header {
+    pub magic: u64,
+    pub version: u32,
+    /// `size_of::<Block>()` of the writer: a reader checks it against its own.
+    pub block_len: u32,
+    /// Length of the whole file.
+    pub file_len: u64,
+    pub pid: u32,
+    pub uid: u32,
+    /// [`RUNNING`] or [`EXITED`].
+    pub state: AtomicU32,
+    /// [`MODE_PRELOAD`] or [`MODE_ALLOCATOR`].
+    pub mode: u32,
+    pub nslots: u32,
+    /// `size_of::<Slot>()` of the writer.
+    pub slot_len: u32,
+    pub slots_offset: u64,
+    pub page_size: u64,
+    /// Where the pool starts in the process's address space.
+    pub pool_base: AtomicU64,
+    /// When ufence started (in this process, or in the parent it was forked from):
+    /// CLOCK_REALTIME and CLOCK_MONOTONIC, in ns. Record times in slots count from it.
+    pub start_unix_ns: u64,
+    pub start_mono_ns: u64,
+    /// The process's start time in clock ticks since boot (`/proc/PID/stat` field 22), which
+    /// tells a reused pid from the process that wrote the block.
+    pub proc_start_ticks: u64,
+    /// `/proc/self/exe`, NUL-padded (truncated if longer).
+    pub exe: [u8; 256],
+    /// `/proc/self/cmdline`: arguments separated by NULs (truncated if longer).
+    pub cmdline: [u8; 512],
+    /// The options in force at start, as `key=value` pairs separated by spaces.
+    pub options: [u8; 1024],
+}
+
+/// The whole block; the slot table follows at `header.slots_offset`.
+#[repr(C)]
+pub struct Block {
+    pub header: Header,
+    pub knobs: Knobs,
+    pub counters: Counters,
+}
+
+impl Block {
+    /// The counters as KFENCE shows them.
+    pub fn stats(&self) -> crate::Stats {
+        self.counters
+            .snapshot(self.knobs.enabled.load(Relaxed), &self.knobs)
+    }
+}
+
+/// Where the slot table starts and how long the file is, for `nslots` slots.
+pub fn layout(nslots: usize) -> (usize, usize) {
+    let slots_offset = core::mem::size_of::<Block>().next_multiple_of(64);
+    let len = slots_offset + nslots * core::mem::size_of::<Slot>();
+    (slots_offset, len.next_multiple_of(sys::page_size()))
+}
+
+/// Writes the runtime directory's path (see the module's doc) into `out`.
+pub fn runtime_dir(out: &mut dyn Write) {
+    if let Some(d) = sys::getenv(c"UFENCE_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        let _ = out.write_str(core::str::from_utf8(d).unwrap_or("/nonexistent"));
+    } else if let Some(d) = sys::getenv(c"XDG_RUNTIME_DIR").filter(|d| d.starts_with(b"/")) {
+        let _ = write!(
+            out,
+            "{}/ufence",
+            core::str::from_utf8(d).unwrap_or("/nonexistent")
+        );
+    } else {
+        let _ = write!(out, "/dev/shm/ufence-{}", sys::geteuid());
+    }
+}
+
+/// A path, NUL-terminated, held without an allocator.
+struct PathBuf {
+    buf: BufWriter<512>,
+}
+
+impl PathBuf {
+    fn dir() -> PathBuf {
+        let mut buf = BufWriter::new();
+        runtime_dir(&mut buf);
+        let _ = buf.write_str("\0");
+        PathBuf { buf }
+    }
+    fn file_name(pid: u32) -> PathBuf {
+        let mut buf = BufWriter::new();
+        let _ = write!(buf, "{pid}.ufence\0");
+        PathBuf { buf }
+    }
+    fn c_str(&self) -> Option<&core::ffi::CStr> {
+        core::ffi::CStr::from_bytes_with_nul(self.buf.as_bytes()).ok()
+    }
+}
+
+/// This process's block, once created.
+static BLOCK: AtomicPtr<Block> = AtomicPtr::new(core::ptr::null_mut());
+/// Whether the block is backed by a file (so that exit removes it).
+struct Published(UnsafeCell<bool>);
+// SAFETY: written only at start (one thread) and in a forked child (one thread).
+unsafe impl Sync for Published {}
+static PUBLISHED: Published = Published(UnsafeCell::new(false));
+
+/// This process's block, once ufence has started.
+pub fn block() -> Option<&'static Block> {
+    // SAFETY: BLOCK is null or points at a block mapped for the life of the process.
+    unsafe { BLOCK.load(Acquire).as_ref() }
+}
+
+/// The slot table of `b`.
+pub fn slots_of(b: &Block) -> *mut Slot {
+    // SAFETY: the table lies inside the same mapping, at the offset the header records.
+    unsafe {
+        (b as *const Block as *mut u8)
+            .add(b.header.slots_offset as usize)
+            .cast()
+    }
+}
+
+/// Creates this process's block for `nslots` slots and the options `o`, as a file in the
+/// runtime directory when it can be had, else anonymous memory (with one warning line). The
+/// slot table comes zeroed. None only if no memory can be mapped at all.
+pub fn create(nslots: usize, o: &Options, preload: bool) -> Option<&'static Block> {
+    let (slots_offset, len) = layout(nslots);
+    let (mem, published) = match publish(sys::getpid(), len) {
+        Ok(p) => (p, true),
+        Err(why) => {
+            let dir = PathBuf::dir();
+            let mut line = BufWriter::<640>::new();
+            let _ = writeln!(
+                line,
+                "ufence: warning: cannot publish stats in {}: {why}; `ufence ps` will not see this process",
+                crate::fmt::Escaped(dir.buf.as_bytes().strip_suffix(b"\0").unwrap_or(b"?"))
+            );
+            sys::write_all(2, line.as_bytes());
+            (sys::map_rw(len)?, false)
+        }
+    };
+    let b = mem.cast::<Block>();
+    // SAFETY: `mem` is a fresh, zeroed, writable mapping of `len` bytes, larger than a Block;
+    // every field of a Block is valid zeroed, and nothing else refers to it yet.
+    unsafe {
+        let h = &mut (*b).header;
+        h.version = VERSION;
+        h.block_len = core::mem::size_of::<Block>() as u32;
+        h.file_len = len as u64;
+        h.uid = sys::geteuid();
+        h.mode = if preload {
+            MODE_PRELOAD
+        } else {
+            MODE_ALLOCATOR
+        };
+        h.nslots = nslots as u32;
+        h.slot_len = core::mem::size_of::<Slot>() as u32;
+        h.slots_offset = slots_offset as u64;
+        h.page_size = sys::page_size() as u64;
+        // Record times count from ufence's start (a forked child keeps its parent's).
+        let since = crate::since_start_ns();
+        h.start_mono_ns = sys::now_ns() - since;
+        h.start_unix_ns = sys::realtime_ns() - since;
+        sys::readlink(c"/proc/self/exe", &mut h.exe[..255]);
+        sys::read_file(c"/proc/self/cmdline", &mut h.cmdline[..511]);
+        let mut text = BufWriter::<1024>::new();
+        let _ = o.write_all(&mut text);
+        h.options[..text.as_bytes().len()].copy_from_slice(text.as_bytes());
+        stamp(h);
+        *PUBLISHED.0.get() = published;
+        // A reader in another process that sees the magic sees the rest.
+        core::sync::atomic::fence(Release);
+        (*b).header.magic = MAGIC;
+        BLOCK.store(b, Release);
+        Some(&*b)
+    }
+}
+
+/// Fills the header's identity for the calling process (at start, and in a forked child).
+fn stamp(h: &mut Header) {
+    h.pid = sys::getpid();
+    h.proc_start_ticks = proc_start_ticks();
+    h.state.store(RUNNING, Relaxed);
+}
+
+/// Field 22 of `/proc/self/stat`: when the process started, in clock ticks since boot.
+fn proc_start_ticks() -> u64 {
+    let mut buf = [0u8; 1024];
+    let n = sys::read_file(c"/proc/self/stat", &mut buf);
+    // The command name (field 2) may contain spaces and parentheses: count from the last ')'.
+    let Some(close) = buf[..n].iter().rposition(|&c| c == b')') else {
+        return 0;
+    };
+    buf[close + 1..n]
+        .split(|&c| c == b' ')
+        .filter(|f| !f.is_empty())
+        .nth(19)
+        .and_then(|f| core::str::from_utf8(f).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Creates and maps `<dir>/<pid>.ufence`, `len` bytes.
+fn publish(pid: u32, len: usize) -> Result<*mut u8, &'static str> {
+    let dir = PathBuf::dir();
+    let dir_path = dir.c_str().ok_or("path too long")?;
+    let dirfd = sys::open_private_dir(dir_path)?;
+    let name = PathBuf::file_name(pid);
+    let name = name.c_str().ok_or("path too long");
+    let fd = name.and_then(|n| sys::create_private_file(dirfd, n, len));
+    let mem = fd.and_then(|fd| {
+        let m = sys::map_shared(fd, len).ok_or("cannot map the file");
+        sys::close(fd);
+        m
+    });
+    if mem.is_err() {
+        if let (Ok(n), Ok(_)) = (name, fd) {
+            sys::unlink_at(dirfd, n);
+        }
+    }
+    sys::close(dirfd);
+    mem
+}
+
+/// Removes this process's file at normal exit (registered at start). The block itself stays
+/// mapped: destructors that run after this may still allocate and free.
+pub extern "C" fn at_exit() {
+    let Some(b) = block() else { return };
+    b.header.state.store(EXITED, Relaxed);
+    // SAFETY: PUBLISHED is only written at start and in a forked child, never concurrently
+    // with exit in the same process.
+    if !unsafe { *PUBLISHED.0.get() } || b.header.pid != sys::getpid() {
+        return;
+    }
+    let dir = PathBuf::dir();
+    let name = PathBuf::file_name(b.header.pid);
+    if let (Some(d), Some(n)) = (dir.c_str(), name.c_str()) {
+        if let Ok(fd) = sys::open_private_dir(d) {
+            sys::unlink_at(fd, n);
+            sys::close(fd);
+        }
+    }
+}
+
+/// In a forked child: the block is a shared mapping of the parent's file, so the child would
+/// count into its parent's counters. Give the child a file of its own, with a copy of the
+/// block, mapped at the same address so that every pointer into it stays valid. Only system
+/// calls and a copy: safe after fork in a multi-threaded parent.
+pub fn fork_child() {
+    let Some(b) = block() else { return };
+    let len = b.header.file_len as usize;
+    let old = b as *const Block as *mut u8;
+    let (fresh, published) = match publish(sys::getpid(), len) {
+        Ok(p) => (p, true),
+        Err(_) => match sys::map_rw(len) {
+            Some(p) => (p, false),
+            None => return,
+        },
+    };
+    // SAFETY: `fresh` is a new mapping of `len` bytes and `old` the block's own mapping of the
+    // same length; they do not overlap. The child is single-threaded here, so nothing writes
+    // the block during the copy; after the move the block's address is unchanged.
+    unsafe {
+        core::ptr::copy_nonoverlapping(old, fresh, len);
+        stamp(&mut (*fresh.cast::<Block>()).header);
+        if sys::move_mapping(fresh, len, old) {
+            *PUBLISHED.0.get() = published;
+        } else {
+            sys::unmap(fresh, len);
+        }
+    }
+}
