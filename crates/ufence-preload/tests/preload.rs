@@ -255,6 +255,10 @@ impl Exec {
         cmd.args(&self.args)
             .env_remove("LD_PRELOAD")
             .env_remove("UFENCE_OPTIONS")
+            .env(
+                "UFENCE_RUNTIME_DIR",
+                concat!(env!("CARGO_TARGET_TMPDIR"), "/rt-preload"),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

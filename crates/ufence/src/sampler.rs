@@ -109,6 +109,12 @@ pub struct Knobs {
     pub abort_on_error: Flag,
 }
 
+impl Default for Knobs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Knobs {
     pub const fn new() -> Knobs {
         Knobs {

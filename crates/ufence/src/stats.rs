@@ -72,6 +72,12 @@ pub struct Counters {
     pub pool_ns: AtomicU64,
 }
 
+impl Default for Counters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Counters {
     pub const fn new() -> Counters {
         Counters {

@@ -394,6 +394,42 @@ fn stack_overflow() {
 }
 
 #[inline(never)]
+/// The global allocator publishes the same control block as the preload: its file in the
+/// runtime directory holds this process's identity and live counters.
+fn control_block() {
+    let mut ps = [std::ptr::null_mut(); 5];
+    for p in ps.iter_mut() {
+        *p = make_object(48);
+    }
+    dealloc(ps[0], 48, 8);
+    let b = ufence::control::block().expect("a control block");
+    let h = &b.header;
+    let dir = std::env::var("UFENCE_RUNTIME_DIR").unwrap();
+    let file = std::path::Path::new(&dir).join(format!("{}.ufence", std::process::id()));
+    let bytes = std::fs::read(&file).expect("the control file");
+    // No allocation between reading the file and these (every allocation is sampled here).
+    let st = ufence::stats();
+    let in_block = b.stats();
+    println!("mine={}", std::process::id());
+    println!(
+        "pid={} mode={} nslots={} magic={} file_len={} exe_ok={}",
+        h.pid,
+        h.mode,
+        h.nslots,
+        bytes[..8] == ufence::control::MAGIC.to_le_bytes(),
+        h.file_len == bytes.len() as u64,
+        String::from_utf8_lossy(&h.exe).contains("guarded"),
+    );
+    // The counters in the file are the live ones.
+    assert_eq!(in_block, st);
+    let off = std::mem::offset_of!(ufence::control::Block, counters);
+    let allocs = u64::from_le_bytes(bytes[off..off + 8].try_into().unwrap());
+    println!("file_allocs_match={}", allocs == st.total_allocations);
+    // A runtime change through the block is what ufence::set_* does.
+    ufence::set_sample_interval(1234);
+    println!("interval_ms={}", ufence::stats().sample_interval_ms);
+}
+
 fn stats_counts() {
     let before = ufence::stats();
     let mut ps = [std::ptr::null_mut(); 10];
@@ -615,6 +651,7 @@ fn run_scenario(name: &str) {
         "sizes_timed" => sizes_timed(),
         "runtime_knobs" => runtime_knobs(),
         "site_filters" => site_filters(),
+        "control_block" => control_block(),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -673,10 +710,14 @@ impl Run {
     }
 }
 
+/// Where the children publish their control blocks (crashing scenarios leave theirs).
+const RUNTIME_DIR: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/rt-guarded");
+
 fn run(scenario: &str, options: &str) -> Run {
     let out: Output = Command::new(std::env::current_exe().unwrap())
         .env("UFENCE_SCENARIO", scenario)
         .env("UFENCE_OPTIONS", options)
+        .env("UFENCE_RUNTIME_DIR", RUNTIME_DIR)
         .output()
         .expect("spawn child");
     use std::os::unix::process::ExitStatusExt;
@@ -963,6 +1004,22 @@ fn t_stats() {
     }
 }
 
+fn t_control_block() {
+    let r = run("control_block", ALL);
+    let pid = r.fact("mine");
+    for want in [
+        format!("pid={pid} "),
+        "mode=2 nslots=255 magic=true file_len=true exe_ok=true".to_string(),
+        "file_allocs_match=true".to_string(),
+        "interval_ms=1234".to_string(),
+    ] {
+        assert!(r.out.contains(&want), "{want}\n{}", r.dump());
+    }
+    // A normal exit removes the file.
+    let file = std::path::Path::new(RUNTIME_DIR).join(format!("{pid}.ufence"));
+    assert!(!file.exists(), "{} left behind", file.display());
+}
+
 fn t_interval() {
     // KFENCE semantics: one sample per interval, however fast the program allocates.
     let r = run("timed", "sample_interval=20");
@@ -1193,6 +1250,7 @@ fn main() {
         ("sizes", t_sizes),
         ("runtime_knobs", t_runtime_knobs),
         ("site_filters", t_site_filters),
+        ("control_block", t_control_block),
     ];
     let filter: Vec<String> = std::env::args()
         .skip(1)

@@ -1,0 +1,76 @@
+/* A long-running "service" for the control-block tests: it allocates steadily, keeps a few
+ * objects alive, and exits normally on SIGTERM (so that ufence removes its control file).
+ *   service run     allocate until SIGTERM
+ *   service fork    fork first; parent and child both run
+ *   service crash   run ~300 ms, then read a freed object (with on_error=abort: SIGABRT)
+ * SERVICE_EXIT_AFTER_MS=N ends the run after N ms. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stop;
+static void on_term(int sig) { (void)sig; stop = 1; }
+
+__attribute__((noinline)) char *make_node(size_t n) {
+    char *p = malloc(n);
+    memset(p, 7, n);
+    return p;
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static double exit_after;
+
+__attribute__((noinline)) static void serve(int crash) {
+    static char *keep[32];
+    double start = now();
+    unsigned long i = 0;
+    while (!stop) {
+        if (exit_after > 0 && now() - start > exit_after) break;
+        int k = i % 32;
+        free(keep[k]);
+        keep[k] = make_node(16 + i % 100);
+        if (++i % 64 == 0) usleep(200);
+        if (crash && now() - start > 0.3) {
+            /* Sampled objects are freed steadily: keep freeing until one of ours was
+             * sampled, then touch it after free. */
+            for (;;) {
+                char *p = make_node(24);
+                free(p);
+                volatile char c = p[0];
+                (void)c;
+            }
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "run";
+    signal(SIGTERM, on_term);
+    if (getenv("SERVICE_EXIT_AFTER_MS")) exit_after = atoi(getenv("SERVICE_EXIT_AFTER_MS")) / 1000.0;
+    printf("ready %d\n", (int)getpid());
+    fflush(stdout);
+    if (strcmp(mode, "fork") == 0) {
+        pid_t c = fork();
+        if (c == 0) {
+            printf("child %d\n", (int)getpid());
+            fflush(stdout);
+            serve(0);
+            return 0;
+        }
+        serve(0);
+        kill(c, SIGTERM);
+        waitpid(c, NULL, 0);
+        return 0;
+    }
+    serve(strcmp(mode, "crash") == 0);
+    return 0;
+}

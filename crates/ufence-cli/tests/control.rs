@@ -1,0 +1,611 @@
+//! The control block from the outside: real programs run under libufence.so, and the `ufence`
+//! command reads their stats and objects, changes their knobs while they run, shows them in
+//! `top`, and refuses files it must not trust.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// libufence.so of this build profile, built if needed (cargo cannot depend on a cdylib).
+fn lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "ufence-preload"])
+            .current_dir(root())
+            .status()
+            .expect("cargo build");
+        assert!(status.success());
+        let exe = PathBuf::from(env!("CARGO_BIN_EXE_ufence"));
+        let lib = exe.parent().unwrap().join("libufence.so");
+        assert!(lib.is_file(), "{}", lib.display());
+        lib
+    })
+}
+
+/// The test service, built once with debug info (so that `objects` can name file and line).
+fn service() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("control");
+        std::fs::create_dir_all(&dir).unwrap();
+        let bin = dir.join("service");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/service.c");
+        let out = Command::new("gcc")
+            .args(["-g", "-O1", "-o"])
+            .arg(&bin)
+            .arg(&src)
+            .output()
+            .expect("gcc");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        bin
+    })
+}
+
+/// The line of the test service's `malloc` call.
+fn malloc_line() -> usize {
+    let src = include_str!("c/service.c");
+    1 + src.lines().position(|l| l.contains("= malloc(n)")).unwrap()
+}
+
+/// A private runtime directory for one test, so tests never see each other's processes.
+fn runtime_dir(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("rt-{name}"));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A running service, killed when dropped.
+struct Svc {
+    child: Child,
+    pid: u32,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Svc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(rt: &Path, options: &str, mode: &str) -> Svc {
+    let mut child = Command::new(service())
+        .arg(mode)
+        .env("LD_PRELOAD", lib())
+        .env("UFENCE_OPTIONS", options)
+        .env("UFENCE_RUNTIME_DIR", rt)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start service");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let pid: u32 = line.trim().strip_prefix("ready ").unwrap().parse().unwrap();
+    assert_eq!(pid, child.id());
+    wait_for(&rt.join(format!("{pid}.ufence")));
+    Svc { child, pid, out }
+}
+
+fn wait_for(p: &Path) {
+    let t = Instant::now();
+    while !p.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{} never appeared",
+            p.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ufence(rt: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ufence"))
+        .args(args)
+        .env("UFENCE_RUNTIME_DIR", rt)
+        .env_remove("UFENCE_OPTIONS")
+        .output()
+        .expect("run ufence")
+}
+
+/// Runs `ufence` and expects success; returns stdout.
+fn ok(rt: &Path, args: &[&str]) -> String {
+    let out = ufence(rt, args);
+    assert!(
+        out.status.success(),
+        "ufence {args:?}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Runs `ufence` and expects a one-line error and exit status 2; returns the line.
+fn fails(rt: &Path, args: &[&str]) -> String {
+    let out = ufence(rt, args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "ufence {args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.starts_with("ufence: "), "{err}");
+    err
+}
+
+/// A counter from `ufence stats PID` (KFENCE's format).
+fn counter(rt: &Path, pid: u32, name: &str) -> u64 {
+    let out = ok(rt, &["stats", &pid.to_string()]);
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .unwrap_or_else(|| panic!("no '{name}' in {out}"))
+        .parse()
+        .unwrap()
+}
+
+/// Samples taken in `secs` seconds.
+fn sampling_rate(rt: &Path, pid: u32, secs: f64) -> u64 {
+    let a = counter(rt, pid, "total allocations");
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    counter(rt, pid, "total allocations") - a
+}
+
+#[test]
+fn stats_objects_and_set_on_a_running_program() {
+    let rt = runtime_dir("live");
+    let svc = start(&rt, "sample_interval=1000:num_objects=16", "run");
+    let pid = svc.pid.to_string();
+
+    // The runtime directory and the file are private.
+    let dmeta = std::fs::metadata(&rt).unwrap();
+    assert_eq!(dmeta.permissions().mode() & 0o777, 0o700);
+    let fmeta = std::fs::metadata(rt.join(format!("{pid}.ufence"))).unwrap();
+    assert_eq!(fmeta.permissions().mode() & 0o777, 0o600);
+    // SAFETY: geteuid cannot fail.
+    assert_eq!(fmeta.uid(), unsafe { libc::geteuid() });
+
+    let ps = ok(&rt, &["ps"]);
+    let line = ps
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(pid.as_str()))
+        .unwrap_or_else(|| panic!("{pid} not in {ps}"));
+    assert!(
+        line.contains("live") && line.contains("/16") && line.contains("service run"),
+        "{line}"
+    );
+
+    let stats = ok(&rt, &["stats", &pid]);
+    let names: Vec<&str> = stats
+        .lines()
+        .map(|l| l.split(": ").next().unwrap())
+        .collect();
+    assert_eq!(
+        &names[..9],
+        [
+            "enabled",
+            "currently allocated",
+            "total allocations",
+            "total frees",
+            "zombie allocations",
+            "total bugs",
+            "skipped allocations (incompatible)",
+            "skipped allocations (capacity)",
+            "skipped allocations (covered)"
+        ]
+    );
+    assert!(stats.contains("enabled: 1\n") && stats.contains("sample interval (ms): 1000\n"));
+
+    // One sample a second: at most a couple in 1.5 s.
+    let slow = sampling_rate(&rt, svc.pid, 1.5);
+    assert!(slow <= 3, "{slow} samples in 1.5 s at sample_interval=1000");
+
+    // Change the interval from outside: the rate follows within one interval.
+    let out = ok(&rt, &["set", &pid, "sample_interval=2", "burst=1"]);
+    assert_eq!(
+        out,
+        format!("pid {pid}: sample_interval 1000 -> 2\npid {pid}: burst 0 -> 1\n")
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let fast = sampling_rate(&rt, svc.pid, 1.0);
+    assert!(
+        fast >= 150,
+        "only {fast} samples in 1 s at sample_interval=2, burst=1"
+    );
+    assert!(ok(&rt, &["stats", &pid]).contains("sample interval (ms): 2\n"));
+
+    // Turn sampling off: no more samples.
+    assert_eq!(
+        ok(&rt, &["set", &pid, "enabled=0"]),
+        format!("pid {pid}: enabled 1 -> 0\n")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sampling_rate(&rt, svc.pid, 0.5), 0);
+    assert!(ok(&rt, &["stats", &pid]).starts_with("enabled: 0\n"));
+
+    // Objects: KFENCE's objects file, symbolized with file and line from the live process.
+    let objects = ok(&rt, &["objects", &pid]);
+    let entries: Vec<&str> = objects
+        .split("---------------------------------\n")
+        .collect();
+    assert_eq!(entries.len(), 16, "{objects}");
+    for (i, e) in entries.iter().enumerate() {
+        assert!(e.starts_with(&format!("ufence-#{i}")), "{e}");
+    }
+    let used: Vec<&&str> = entries
+        .iter()
+        .filter(|e| !e.ends_with(" unused\n"))
+        .collect();
+    assert!(!used.is_empty(), "{objects}");
+    for e in used {
+        assert!(
+            e.contains(", size=") && e.contains(", align=16, side="),
+            "{e}"
+        );
+        let alloc = e
+            .split("allocated by thread ")
+            .nth(1)
+            .expect("allocation record");
+        assert!(alloc.starts_with(&format!("{pid} (service) at ")), "{e}");
+        let first = alloc.lines().nth(1).unwrap();
+        assert!(
+            first.starts_with(" #0 make_node+0x")
+                && first.contains(&format!("service.c:{})", malloc_line())),
+            "the top frame must be the program's allocation site: {e}"
+        );
+        assert!(
+            !e.contains("ufence::"),
+            "ufence's own frames must be cut: {e}"
+        );
+        if e.contains("(freed)") {
+            let free = e.split("freed by thread ").nth(1).expect("free record");
+            assert!(free.lines().nth(1).unwrap().contains(" #0 serve+0x"), "{e}");
+        }
+    }
+
+    // A normal exit removes the file.
+    // SAFETY: kill with a valid pid and signal.
+    unsafe { libc::kill(svc.pid as i32, libc::SIGTERM) };
+    let mut svc = svc;
+    let status = svc.child.wait().unwrap();
+    assert!(status.success());
+    assert!(!rt.join(format!("{pid}.ufence")).exists());
+    assert!(!ok(&rt, &["ps", "--all"]).contains(&pid));
+}
+
+#[test]
+fn set_validates_everything_before_writing() {
+    let rt = runtime_dir("set");
+    let svc = start(&rt, "sample_interval=100", "run");
+    let pid = svc.pid.to_string();
+    let file = rt.join(format!("{pid}.ufence"));
+    let before = std::fs::read(&file).unwrap();
+    let at = std::mem::size_of::<ufence_core::control::Header>();
+    let knobs = |b: &[u8]| b[at..at + std::mem::size_of::<ufence_core::control::Knobs>()].to_vec();
+    for (args, want) in [
+        (
+            vec!["burst=3", "sample_interval=abc"],
+            "bad value 'abc' for sample_interval",
+        ),
+        (vec!["burst=3", "bogus=1"], "unknown option 'bogus'"),
+        (
+            vec!["num_objects=3"],
+            "num_objects cannot change while the process runs",
+        ),
+        (
+            vec!["skip_covered_thresh=101"],
+            "bad value '101' for skip_covered_thresh",
+        ),
+        (vec!["burst"], "'burst' is not KEY=VALUE"),
+    ] {
+        let mut a = vec!["set", pid.as_str()];
+        a.extend(args);
+        let err = fails(&rt, &a);
+        assert!(err.contains(want), "{err}");
+    }
+    // The knobs did not change (the counters around them may have).
+    let after = std::fs::read(&file).unwrap();
+    assert_eq!(knobs(&before), knobs(&after));
+    assert!(ok(&rt, &["stats", &pid, "--format", "json"]).contains("\"burst\": \"0\""));
+
+    assert!(fails(&rt, &["stats", "999999999"]).contains("no process 999999999"));
+    assert!(fails(&rt, &["stats", "1"]).contains("process 1 is not running under ufence"));
+    assert!(fails(&rt, &["stats", "x1"]).contains("'x1' is not a process id"));
+    assert!(fails(&rt, &["set", "999999999", "burst=1"]).contains("no process"));
+}
+
+#[test]
+fn prometheus_and_json_output_parse() {
+    let rt = runtime_dir("prom");
+    let a = start(&rt, "sample_interval=5:num_objects=20", "run");
+    let b = start(&rt, "sample_interval=7:num_objects=30", "run");
+    std::thread::sleep(Duration::from_millis(300));
+    let prom = ok(&rt, &["stats", "--all", "--format", "prometheus"]);
+    // A real parser: the Python Prometheus client's.
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        print(f"{fam.name}|{fam.type}|{s.name}|{labels}|{float(s.value)}")
+"#;
+    let mut py = Command::new("python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    py.stdin.take().unwrap().write_all(prom.as_bytes()).unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser rejected:\n{prom}\n{}",
+        text(&out.stderr)
+    );
+    let parsed = text(&out.stdout);
+    for (pid, slots, interval) in [(a.pid, 20, 5), (b.pid, 30, 7)] {
+        let l = format!("exe=service,pid={pid}");
+        for want in [
+            format!("ufence_pool_slots|gauge|ufence_pool_slots|{l}|{slots}.0"),
+            format!("ufence_enabled|gauge|ufence_enabled|{l}|1.0"),
+            format!("ufence_sample_interval_milliseconds|gauge|ufence_sample_interval_milliseconds|{l}|{interval}.0"),
+            format!("ufence_skipped_allocations|counter|ufence_skipped_allocations_total|{l},reason=covered|0.0"),
+        ] {
+            assert!(parsed.lines().any(|x| x == want), "{want} not in\n{parsed}");
+        }
+        let allocs = parsed
+            .lines()
+            .find(|x| {
+                x.starts_with(&format!(
+                    "ufence_allocations|counter|ufence_allocations_total|{l}|"
+                ))
+            })
+            .unwrap_or_else(|| panic!("{parsed}"));
+        let v: f64 = allocs.rsplit('|').next().unwrap().parse().unwrap();
+        assert!(v >= 1.0, "{allocs}");
+    }
+
+    let json = ok(&rt, &["stats", &a.pid.to_string(), "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["pid"], a.pid);
+    assert_eq!(v["live"], true);
+    assert_eq!(v["mode"], "preload");
+    assert_eq!(v["pool_slots"], 20);
+    assert_eq!(v["stats"]["enabled"], 1);
+    assert_eq!(v["stats"]["sample_interval_ms"], 5);
+    assert_eq!(v["settings"]["sample_interval"], "5");
+    assert!(v["exe"].as_str().unwrap().ends_with("/service"));
+    assert_eq!(
+        v["cmdline"].as_str().unwrap(),
+        format!("{} run", service().display())
+    );
+    let all: serde_json::Value =
+        serde_json::from_str(&ok(&rt, &["stats", "--all", "--format", "json"])).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn top_shows_processes_and_quits_on_q() {
+    let rt = runtime_dir("top");
+    let svc = start(&rt, "sample_interval=5", "run");
+    let session = format!("ufence-test-{}", std::process::id());
+    let cmd = format!(
+        "UFENCE_RUNTIME_DIR={} {} top --interval 200",
+        rt.display(),
+        env!("CARGO_BIN_EXE_ufence")
+    );
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(args)
+            .output()
+            .expect("tmux (apt install tmux)")
+    };
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "120",
+        "-y",
+        "30",
+        &cmd,
+    ]);
+    assert!(started.status.success(), "{}", text(&started.stderr));
+    let capture = || text(&tmux(&["capture-pane", "-p", "-t", &session]).stdout);
+    let until = |what: &dyn Fn(&str) -> bool| {
+        let t = Instant::now();
+        loop {
+            let screen = capture();
+            if what(&screen) {
+                return screen;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "screen:\n{screen}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let pid = svc.pid.to_string();
+    let screen = until(&|s| s.contains("sort: samples/s") && s.contains("history of"));
+    let row = screen
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(pid.as_str()))
+        .unwrap_or_else(|| panic!("{pid} not on screen:\n{screen}"));
+    assert!(
+        row.contains("/255") && row.contains("5ms") && row.contains("service run"),
+        "{row}"
+    );
+    tmux(&["send-keys", "-t", &session, "s"]);
+    until(&|s| s.contains("sort: skipped/s"));
+    tmux(&["send-keys", "-t", &session, "r"]);
+    until(&|s| s.contains("sort: skipped/s (reversed)"));
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let t = Instant::now();
+    while tmux(&["has-session", "-t", &session]).status.success() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "top did not quit on q"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_crashed_programs_stats_stay_readable_and_stale() {
+    let rt = runtime_dir("crash");
+    let mut svc = start(
+        &rt,
+        "sample_rate=1:num_objects=64:max_overhead=0:on_error=abort",
+        "crash",
+    );
+    let status = svc.child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGABRT));
+    let pid = svc.pid.to_string();
+    assert!(
+        rt.join(format!("{pid}.ufence")).exists(),
+        "a crash leaves the file"
+    );
+    assert!(!ok(&rt, &["ps"]).contains(&format!(" {pid} ")));
+    let all = ok(&rt, &["ps", "--all"]);
+    assert!(
+        all.contains(&format!("{pid}  stale (process gone)")),
+        "{all}"
+    );
+    let out = ufence(&rt, &["stats", &pid]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("total bugs: 1\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        text(&out.stderr),
+        format!("ufence: process {pid} is stale (process gone); these are its last counters\n")
+    );
+    let objects = ok(&rt, &["objects", &pid]);
+    assert!(objects.contains("freed by thread"), "{objects}");
+    assert!(
+        fails(&rt, &["set", &pid, "enabled=0"]).contains("stale (process gone): nothing to change")
+    );
+    let gc = ufence(&rt, &["ps", "--gc"]);
+    assert!(text(&gc.stderr).contains(&format!(
+        "removed {}",
+        rt.join(format!("{pid}.ufence")).display()
+    )));
+    assert!(!rt.join(format!("{pid}.ufence")).exists());
+}
+
+#[test]
+fn a_forked_child_gets_a_block_of_its_own() {
+    let rt = runtime_dir("fork");
+    let mut svc = start(&rt, "sample_interval=2", "fork");
+    let mut line = String::new();
+    svc.out.read_line(&mut line).unwrap();
+    let child: u32 = line.trim().strip_prefix("child ").unwrap().parse().unwrap();
+    wait_for(&rt.join(format!("{child}.ufence")));
+    let ps = ok(&rt, &["ps"]);
+    for pid in [svc.pid, child] {
+        assert!(
+            ps.lines()
+                .any(|l| l.starts_with(&format!("{pid:>7}  live"))),
+            "{pid} not live in\n{ps}"
+        );
+    }
+    // Knobs are per process: turning the parent off leaves the child sampling.
+    ok(&rt, &["set", &svc.pid.to_string(), "enabled=0"]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(sampling_rate(&rt, svc.pid, 0.5), 0);
+    assert!(sampling_rate(&rt, child, 0.5) > 20);
+    let json = ok(&rt, &["stats", &child.to_string(), "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["pid"], child);
+    assert_eq!(v["stats"]["enabled"], 1);
+}
+
+#[test]
+fn hostile_and_foreign_files_are_refused() {
+    let rt = runtime_dir("hostile");
+    // A real block to damage.
+    let svc = start(&rt, "num_objects=4", "run");
+    let real = std::fs::read(rt.join(format!("{}.ufence", svc.pid))).unwrap();
+    drop(svc);
+    let put = |pid: u32, bytes: &[u8]| {
+        let p = rt.join(format!("{pid}.ufence"));
+        std::fs::write(&p, bytes).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    put(4000001, b"not a control block at all");
+    put(4000002, &real[..3000]);
+    let mut v = real.clone();
+    v[std::mem::offset_of!(ufence_core::control::Header, version)] = 99;
+    put(4000003, &v);
+    let mut n = real.clone();
+    let at = std::mem::offset_of!(ufence_core::control::Header, nslots);
+    n[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+    put(4000004, &n);
+    put(4000005, &[]);
+    std::os::unix::fs::symlink(rt.join("4000003.ufence"), rt.join("4000006.ufence")).unwrap();
+    for (pid, want) in [
+        (4000001, "not a ufence control block (bad magic)"),
+        (4000002, "truncated (3000 bytes"),
+        (
+            4000003,
+            "control block version 99, this ufence reads version 1",
+        ),
+        (4000004, "damaged control block (slot table)"),
+        (4000005, "not a ufence control block (bad magic)"),
+        (4000006, "cannot open"),
+    ] {
+        let p = pid.to_string();
+        let err = fails(&rt, &["stats", &p]);
+        assert!(err.contains(want), "{pid}: {err}");
+        let before = std::fs::read(rt.join(format!("{pid}.ufence"))).ok();
+        let err = fails(&rt, &["set", &p, "enabled=0"]);
+        assert!(err.contains(want), "{pid}: {err}");
+        assert_eq!(before, std::fs::read(rt.join(format!("{pid}.ufence"))).ok());
+        assert_eq!(fails(&rt, &["objects", &p]), err);
+    }
+    let all = ok(&rt, &["ps", "--all"]);
+    assert_eq!(all.matches("unreadable").count(), 6, "{all}");
+
+    // Another user's file (only root can make one).
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        let p = rt.join("4000007.ufence");
+        std::fs::write(&p, &real).unwrap();
+        std::os::unix::fs::chown(&p, Some(12345), None).unwrap();
+        assert!(fails(&rt, &["stats", "4000007"]).contains("belongs to uid 12345, not to you"));
+    }
+
+    // A runtime directory others can write to is refused by both sides; the program runs on.
+    let open = runtime_dir("open");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = Command::new(service())
+        .arg("crash-free-quick")
+        .env("LD_PRELOAD", lib())
+        .env("UFENCE_OPTIONS", "sample_rate=1")
+        .env("UFENCE_RUNTIME_DIR", &open)
+        .env("SERVICE_EXIT_AFTER_MS", "100")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("cannot publish stats in") && err.contains("open to other users"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0);
+    assert!(fails(&open, &["ps"]).contains("is open to other users (mode 777)"));
+}
