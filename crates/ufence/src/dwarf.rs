@@ -39,7 +39,7 @@ const NT_GNU_BUILD_ID: u32 = 3;
 
 /// One section header's useful fields.
 #[derive(Clone, Copy)]
-pub(crate) struct Section {
+pub struct Section {
     pub ty: u32,
     pub flags: u64,
     pub offset: usize,
@@ -48,7 +48,7 @@ pub(crate) struct Section {
 }
 
 /// An ELF64 little-endian file's section headers.
-pub(crate) struct Elf<'a> {
+pub struct Elf<'a> {
     pub data: &'a [u8],
     shoff: usize,
     shentsize: usize,
