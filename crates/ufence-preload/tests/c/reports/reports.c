@@ -61,10 +61,10 @@ int main(int argc, char **argv) {
         drop_object(p);
         use_object(p); /* LINE:main_uaf */
     } else if (!strcmp(mode, "oob")) {
-        /* Right-placed objects overflow into the guard page; a left-placed one damages the
-           canary, reported when it is freed. Either way the stacks go through write_past. */
+        /* Writes p[0..4096]: a right-placed object faults at p[64] (its guard page, then
+           opened, holds the rest), a left-placed one at p[4096], past its page's canary. */
         char *p = make_object(64);
-        write_past(p, 64 + 4096); /* LINE:main_oob */
+        write_past(p, 4096); /* LINE:main_oob */
     } else if (!strcmp(mode, "memcpy")) {
         char buf[64];
         char *p = make_object(64);
