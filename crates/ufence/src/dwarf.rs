@@ -418,7 +418,7 @@ pub fn file_name<'a>(s: &DebugSections<'a>, unit: u32, file: u32) -> Option<(&'a
         return Some((dir_name, name));
     }
     // DWARF 2-4: directories 1.. as strings, then files 1.. as (name, dir, mtime, length).
-    let mut dirs_at = r.at;
+    let dirs_at = r.at;
     while !r.cstr()?.is_empty() {}
     let mut n = 1u32;
     loop {
@@ -442,8 +442,6 @@ pub fn file_name<'a>(s: &DebugSections<'a>, unit: u32, file: u32) -> Option<(&'a
                         return None;
                     }
                 }
-                dirs_at = d.at;
-                let _ = dirs_at;
             }
             return Some((dir_name, name));
         }
@@ -456,9 +454,7 @@ pub fn file_name<'a>(s: &DebugSections<'a>, unit: u32, file: u32) -> Option<(&'a
 pub fn find(s: &DebugSections, addr: u64) -> Option<Hit> {
     let mut unit = 0usize;
     while unit < s.line.len() {
-        let Some(h) = header(s.line, unit) else {
-            return None;
-        };
+        let h = header(s.line, unit)?;
         if let Some(hit) = run_program(s.line, &h, addr) {
             return Some(Hit {
                 unit: unit as u32,
