@@ -372,6 +372,11 @@ fn v5_table<'a>(
         *f = (r.uleb()?, r.uleb()?);
     }
     let count = r.uleb()?;
+    // Every entry takes at least one byte: a larger count is hostile (and, with no formats,
+    // would loop for ever without reading).
+    if count > r.d.len().saturating_sub(r.at) as u64 || (nformats == 0 && count > 0) {
+        return None;
+    }
     let mut found = (None, 0);
     for i in 0..count {
         let mut path = None;
@@ -615,5 +620,16 @@ mod tests {
         };
         assert_eq!(find(&s, 0x1000), None);
         assert!(Elf::parse(b"\x7fELF").is_none());
+    }
+
+    #[test]
+    fn a_huge_entry_count_is_refused_not_looped() {
+        // A DWARF 5 directory table with no formats and 2^63 entries.
+        let mut r = Reader {
+            d: &[0u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+            at: 0,
+        };
+        let s = DebugSections::default();
+        assert_eq!(v5_table(&mut r, false, &s, 0), None);
     }
 }

@@ -399,6 +399,7 @@ impl core::fmt::Display for Demangled<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fmt::Escaped;
 
     #[inline(never)]
     fn a_named_function() -> usize {
@@ -415,6 +416,52 @@ mod tests {
         assert!(shown.contains("a_named_function"), "{shown}");
         assert_eq!(off, 1);
         assert!(!f.module.is_empty());
+    }
+
+    #[test]
+    fn finds_own_file_and_line() {
+        let pc = a_named_function() + 1;
+        let mut s = Symbolizer::for_report();
+        let mut cache = LineCache::new();
+        let l = s
+            .line(pc, &mut cache)
+            .expect("a line table covers the test binary");
+        assert!(l.file.ends_with(b"symbolize.rs"), "{}", Escaped(l.file));
+        assert!(l.line > 0);
+        assert!(
+            !s.lookup(pc).build_id.is_empty(),
+            "rustc links with a build-id"
+        );
+    }
+
+    #[test]
+    fn damaged_line_tables_never_crash() {
+        let exe = MappedFile::open(c"/proc/self/exe").expect("own executable");
+        let real = DebugSections::of(exe.data).expect(".debug_line");
+        let pc = a_named_function() as usize;
+        let (base, _) = sys::module_of(pc).unwrap();
+        let addr = (pc - base) as u64;
+        let mut copy = real.line[..real.line.len().min(1 << 16)].to_vec();
+        for cut in (0..copy.len()).step_by(997) {
+            let s = DebugSections {
+                line: &copy[..cut],
+                ..real
+            };
+            let _ = dwarf::lookup(&s, addr);
+        }
+        let mut x = 0x9e37_79b9u32;
+        for _ in 0..200 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let i = x as usize % copy.len();
+            copy[i] ^= (x >> 24) as u8 | 1;
+            let s = DebugSections {
+                line: &copy,
+                ..real
+            };
+            let _ = dwarf::lookup(&s, addr);
+        }
     }
 
     #[test]
