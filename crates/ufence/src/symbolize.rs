@@ -438,7 +438,7 @@ mod tests {
     fn damaged_line_tables_never_crash() {
         let exe = MappedFile::open(c"/proc/self/exe").expect("own executable");
         let real = DebugSections::of(exe.data).expect(".debug_line");
-        let pc = a_named_function() as usize;
+        let pc = a_named_function();
         let (base, _) = sys::module_of(pc).unwrap();
         let addr = (pc - base) as u64;
         let mut copy = real.line[..real.line.len().min(1 << 16)].to_vec();
