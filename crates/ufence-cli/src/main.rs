@@ -9,6 +9,7 @@ mod run;
 mod runtime;
 mod set;
 mod stats;
+mod symbolize;
 mod top;
 
 use clap::{Arg, ArgAction, Command};
@@ -132,6 +133,24 @@ fn cli() -> Command {
                 ),
         )
         .subcommand(
+            Command::new("symbolize")
+                .about("Print JSON reports (report_dir) as text, symbolized offline by build-id")
+                .arg(
+                    Arg::new("reports")
+                        .value_name("REPORT.json")
+                        .num_args(1..)
+                        .required(true),
+                )
+                .arg(
+                    Arg::new("debug-dir")
+                        .long("debug-dir")
+                        .value_name("DIR")
+                        .action(ArgAction::Append)
+                        .value_parser(clap::value_parser!(std::path::PathBuf))
+                        .help("Where to find binaries or debug files by build-id (repeatable)"),
+                ),
+        )
+        .subcommand(
             Command::new(demo::WORKLOAD_VERB)
                 .hide(true)
                 .arg(Arg::new("bug").required(true)),
@@ -152,6 +171,14 @@ fn main() -> ExitCode {
         Some(("objects", m)) => objects::main(m),
         Some(("set", m)) => set::main(m),
         Some(("top", m)) => top::main(m),
+        Some(("symbolize", m)) => {
+            let files: Vec<String> = m.get_many::<String>("reports").unwrap().cloned().collect();
+            let dirs: Vec<_> = m
+                .get_many::<std::path::PathBuf>("debug-dir")
+                .map(|d| d.cloned().collect())
+                .unwrap_or_default();
+            symbolize::main(&files, &dirs)
+        }
         Some((demo::WORKLOAD_VERB, m)) => demo::workload(m.get_one::<String>("bug").unwrap()),
         _ => unreachable!("clap requires a subcommand"),
     };

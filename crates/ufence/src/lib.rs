@@ -24,7 +24,9 @@ pub mod sys;
 
 mod covered;
 mod detector;
+pub mod dwarf;
 mod fault;
+mod json_report;
 mod pool;
 mod report;
 mod sampler;

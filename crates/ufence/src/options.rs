@@ -284,6 +284,8 @@ declare_options! {
     skip: InlineText = InlineText::EMPTY, "(unset)", range 0..=0, runtime false;
     /// Extra consecutive allocations sampled after each interval expires (KFENCE `burst`).
     burst: u64 = 0, "0", range 0..=1_000, runtime true;
+    /// Also write each report as one JSON file into this directory (schema: docs/report-schema.md); `ufence symbolize` reads them.
+    report_dir: InlineText = InlineText::EMPTY, "(unset)", range 0..=0, runtime false;
 }
 
 impl Default for Options {

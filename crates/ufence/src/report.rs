@@ -4,7 +4,7 @@
 use crate::fmt::{cstr_bytes, BufWriter, Escaped};
 use crate::pool::{Pool, Record, Slot, FREED};
 use crate::stack::Stack;
-use crate::symbolize::{Demangled, Symbolizer};
+use crate::symbolize::{Demangled, LineCache, Symbolizer};
 use crate::sys;
 use core::fmt::Write;
 
@@ -34,7 +34,19 @@ pub struct Error<'a> {
 }
 
 impl Kind {
-    fn title(self, is_write: bool) -> &'static str {
+    /// The kind's name in JSON reports (`docs/report-schema.md`).
+    pub(crate) fn json_name(self) -> &'static str {
+        match self {
+            Kind::OutOfBounds => "out-of-bounds",
+            Kind::UseAfterFree => "use-after-free",
+            Kind::DoubleFree => "double-free",
+            Kind::InvalidFree => "invalid-free",
+            Kind::Corruption => "memory-corruption",
+            Kind::Invalid => "invalid-access",
+        }
+    }
+
+    pub(crate) fn title(self, is_write: bool) -> &'static str {
         match (self, is_write) {
             (Kind::OutOfBounds, false) => "out-of-bounds read",
             (Kind::OutOfBounds, true) => "out-of-bounds write",
@@ -149,20 +161,41 @@ pub(crate) fn frames_to_cut(sym: &mut Symbolizer, stack: &Stack) -> usize {
     }
 }
 
-fn write_stack(out: &mut Out, sym: &mut Symbolizer, stack: &Stack, cut: usize) {
+fn write_stack(
+    out: &mut Out,
+    sym: &mut Symbolizer,
+    lines: &mut LineCache,
+    stack: &Stack,
+    cut: usize,
+) {
     for (n, &pc) in stack.frames()[cut..].iter().enumerate() {
-        let f = sym.lookup(pc);
         let _ = write!(out, " #{n} ");
-        match f.function {
-            Some((name, off)) => {
-                let _ = write!(out, "{}+{:#x}", Demangled(name), off);
-            }
-            None => {
-                let _ = write!(out, "{:#x}", pc);
+        {
+            let f = sym.lookup(pc);
+            match f.function {
+                Some((name, off)) => {
+                    let _ = write!(out, "{}+{:#x}", Demangled(name), off);
+                }
+                None => {
+                    let _ = write!(out, "{:#x}", pc);
+                }
             }
         }
+        // ` (file:line, module+offset)`: the source position when the module has line
+        // tables, and always the module and offset, which symbolize offline.
+        let mut open = false;
+        if let Some(l) = sym.line(pc, lines) {
+            let _ = write!(out, " ({}:{}", SourcePath(l.dir, l.file), l.line);
+            open = true;
+        }
+        let f = sym.lookup(pc);
         if !f.module.is_empty() {
-            let _ = write!(out, " ({}+{:#x})", Escaped(f.module), f.offset);
+            let sep = if open { ", " } else { " (" };
+            let _ = write!(out, "{sep}{}+{:#x}", Escaped(f.module), f.offset);
+            open = true;
+        }
+        if open {
+            let _ = write!(out, ")");
         }
         let _ = writeln!(out);
     }
@@ -171,7 +204,29 @@ fn write_stack(out: &mut Out, sym: &mut Symbolizer, stack: &Stack, cut: usize) {
     }
 }
 
-fn write_record(out: &mut Out, sym: &mut Symbolizer, what: &str, r: &Record) {
+/// A source file as a line table names it: `dir/file`, or `file` alone when it is absolute or
+/// relative to the compilation directory.
+pub(crate) struct SourcePath<'a>(pub &'a [u8], pub &'a [u8]);
+
+impl core::fmt::Display for SourcePath<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if !self.0.is_empty() {
+            write!(f, "{}", Escaped(self.0))?;
+            if !self.0.ends_with(b"/") {
+                f.write_str("/")?;
+            }
+        }
+        write!(f, "{}", Escaped(self.1))
+    }
+}
+
+fn write_record(
+    out: &mut Out,
+    sym: &mut Symbolizer,
+    lines: &mut LineCache,
+    what: &str,
+    r: &Record,
+) {
     let _ = writeln!(
         out,
         "{what} by thread {} ({}) at {}.{:06}s:",
@@ -182,19 +237,28 @@ fn write_record(out: &mut Out, sym: &mut Symbolizer, what: &str, r: &Record) {
     );
     let stack = r.stack();
     let cut = frames_to_cut(sym, &stack);
-    write_stack(out, sym, &stack, cut);
+    write_stack(out, sym, lines, &stack, cut);
 }
 
-/// Writes the report for `e` to stderr.
+/// Writes the report for `e` to stderr and, when `report_dir` is set, as a JSON file (see
+/// `json_report`). Both share one symbolizer, so each module is mapped and each address looked
+/// up once.
 pub fn print(e: &Error, pool: &Pool) {
-    let mut sym = Symbolizer::new();
-    let mut out = Out {
-        line: BufWriter::new(),
-    };
-    let cut = frames_to_cut(&mut sym, e.stack);
-    // The title names the first frame that is the program's own: past Rust's pointer
-    // helpers, which unoptimised builds keep as functions of their own.
-    let helpers = e.stack.frames()[cut..]
+    let mut sym = Symbolizer::for_report();
+    let mut lines = LineCache::new();
+    print_text(e, pool, &mut sym, &mut lines);
+    if let Some(opts) = crate::options_in_force() {
+        if !opts.report_dir.is_empty() {
+            crate::json_report::write(opts.report_dir.as_bytes(), e, pool, &mut sym, &mut lines);
+        }
+    }
+}
+
+/// The frame the title names: the first that is the program's own, past ufence's and the
+/// allocator's frames (`cut`) and Rust's pointer helpers, which unoptimised builds keep as
+/// functions of their own.
+pub(crate) fn top_frame(sym: &mut Symbolizer, stack: &Stack, cut: usize) -> Option<usize> {
+    let helpers = stack.frames()[cut..]
         .iter()
         .take_while(|&&pc| {
             sym.lookup(pc).function.is_some_and(|(n, _)| {
@@ -202,12 +266,107 @@ pub fn print(e: &Error, pool: &Pool) {
             })
         })
         .count();
-    let top = e
-        .stack
+    stack
         .frames()
         .get(cut + helpers)
-        .or(e.stack.frames().get(cut))
-        .copied();
+        .or(stack.frames().get(cut))
+        .copied()
+}
+
+/// Frames that go into a report's signature (after the cut).
+const SIGNATURE_FRAMES: usize = 3;
+
+/// A bug's signature for deduplication across runs and machines: FNV-1a (64 bits) of the
+/// error's title (kind and access type) and of the top frames of its stack, each as the
+/// module's file name and the function's symbol (or, without a symbol, the offset in the
+/// module). Addresses never enter it, so it is the same under ASLR and across runs.
+pub(crate) fn signature(e: &Error, sym: &mut Symbolizer, cut: usize) -> u64 {
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    h.eat(e.kind.title(e.is_write).as_bytes());
+    for &pc in e.stack.frames()[cut..].iter().take(SIGNATURE_FRAMES) {
+        let f = sym.lookup(pc);
+        let base = f.module.rsplit(|&c| c == b'/').next().unwrap_or(f.module);
+        h.eat(base);
+        match f.function {
+            Some((name, _)) => h.eat(name),
+            None => h.eat(&(f.offset as u64).to_le_bytes()),
+        }
+    }
+    h.0
+}
+
+struct Fnv(u64);
+
+impl Fnv {
+    /// Hashes `bytes` followed by a separator, so that ("ab","c") and ("a","bc") differ.
+    fn eat(&mut self, bytes: &[u8]) {
+        for &b in bytes.iter().chain(&[0xff]) {
+            self.0 ^= b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// The headline after the title (`Out-of-bounds read at 0x... (1B right of ufence-#3):`),
+/// without its line end.
+pub(crate) fn write_headline(out: &mut dyn Write, e: &Error, pool: &Pool) {
+    match (e.kind, e.object) {
+        (Kind::OutOfBounds, Some((i, s))) => {
+            let (dist, side) = if e.addr < s.addr {
+                (s.addr - e.addr, "left")
+            } else {
+                (e.addr + 1 - (s.addr + s.size), "right")
+            };
+            let what = if e.is_write { "write" } else { "read" };
+            let _ = write!(
+                out,
+                "Out-of-bounds {what} at {:#x} ({dist}B {side} of ufence-#{i}):",
+                e.addr
+            );
+        }
+        (Kind::UseAfterFree, Some((i, _))) => {
+            let what = if e.is_write { "write" } else { "read" };
+            let _ = write!(
+                out,
+                "Use-after-free {what} at {:#x} (in ufence-#{i}):",
+                e.addr
+            );
+        }
+        (Kind::DoubleFree, Some((i, _))) => {
+            let _ = write!(out, "Double free of {:#x} (in ufence-#{i}):", e.addr);
+        }
+        (Kind::InvalidFree, Some((i, s))) => {
+            let _ = write!(out, "Invalid free of {:#x} (", e.addr);
+            if e.addr >= s.addr && e.addr < s.addr + s.size.max(1) {
+                let _ = write!(out, "{}B inside ", e.addr - s.addr);
+            } else {
+                let _ = write!(out, "in ");
+            }
+            let _ = write!(out, "ufence-#{i}):");
+        }
+        (Kind::Corruption, Some((i, s))) => {
+            let _ = write!(out, "Corrupted memory at {:#x} [", e.damaged);
+            write_damage(out, e.damaged, s, pool, i);
+            let _ = write!(out, " ] (in ufence-#{i}):");
+        }
+        (kind, _) => {
+            let what = match kind {
+                Kind::InvalidFree => "Invalid free of",
+                _ if e.is_write => "Invalid write at",
+                _ => "Invalid read at",
+            };
+            let _ = write!(out, "{what} {:#x}:", e.addr);
+        }
+    }
+}
+
+fn print_text(e: &Error, pool: &Pool, sym: &mut Symbolizer, lines: &mut LineCache) {
+    let mut out = Out {
+        line: BufWriter::new(),
+    };
+    let sym = &mut *sym;
+    let cut = frames_to_cut(sym, e.stack);
+    let top = top_frame(sym, e.stack, cut);
 
     let _ = writeln!(out, "{RULE}");
     let _ = write!(out, "BUG: UFENCE: {} in ", e.kind.title(e.is_write));
@@ -232,63 +391,9 @@ pub fn print(e: &Error, pool: &Pool) {
     }
     let _ = writeln!(out, "\n");
 
-    let object_name = |out: &mut Out, i: usize| {
-        let _ = write!(out, "ufence-#{i}");
-    };
-    match (e.kind, e.object) {
-        (Kind::OutOfBounds, Some((i, s))) => {
-            let (dist, side) = if e.addr < s.addr {
-                (s.addr - e.addr, "left")
-            } else {
-                (e.addr + 1 - (s.addr + s.size), "right")
-            };
-            let what = if e.is_write { "write" } else { "read" };
-            let _ = write!(
-                out,
-                "Out-of-bounds {what} at {:#x} ({dist}B {side} of ",
-                e.addr
-            );
-            object_name(&mut out, i);
-            let _ = writeln!(out, "):");
-        }
-        (Kind::UseAfterFree, Some((i, _))) => {
-            let what = if e.is_write { "write" } else { "read" };
-            let _ = write!(out, "Use-after-free {what} at {:#x} (in ", e.addr);
-            object_name(&mut out, i);
-            let _ = writeln!(out, "):");
-        }
-        (Kind::DoubleFree, Some((i, _))) => {
-            let _ = write!(out, "Double free of {:#x} (in ", e.addr);
-            object_name(&mut out, i);
-            let _ = writeln!(out, "):");
-        }
-        (Kind::InvalidFree, Some((i, s))) => {
-            let _ = write!(out, "Invalid free of {:#x} (", e.addr);
-            if e.addr >= s.addr && e.addr < s.addr + s.size.max(1) {
-                let _ = write!(out, "{}B inside ", e.addr - s.addr);
-            } else {
-                let _ = write!(out, "in ");
-            }
-            object_name(&mut out, i);
-            let _ = writeln!(out, "):");
-        }
-        (Kind::Corruption, Some((i, s))) => {
-            let _ = write!(out, "Corrupted memory at {:#x} [", e.damaged);
-            write_damage(&mut out, e.damaged, s, pool, i);
-            let _ = write!(out, " ] (in ");
-            object_name(&mut out, i);
-            let _ = writeln!(out, "):");
-        }
-        (kind, _) => {
-            let what = match kind {
-                Kind::InvalidFree => "Invalid free of",
-                _ if e.is_write => "Invalid write at",
-                _ => "Invalid read at",
-            };
-            let _ = writeln!(out, "{what} {:#x}:", e.addr);
-        }
-    }
-    write_stack(&mut out, &mut sym, e.stack, cut);
+    write_headline(&mut out, e, pool);
+    let _ = writeln!(out);
+    write_stack(&mut out, sym, lines, e.stack, cut);
 
     if let Some((i, s)) = e.object {
         let _ = writeln!(out);
@@ -299,10 +404,10 @@ pub fn print(e: &Error, pool: &Pool) {
             "ufence-#{i}: {:#x}-{:#x}, size={}, align={}, side={side}\n",
             s.addr, end, s.size, s.align
         );
-        write_record(&mut out, &mut sym, "allocated", &s.alloc);
+        write_record(&mut out, sym, lines, "allocated", &s.alloc);
         if s.state.load(core::sync::atomic::Ordering::Acquire) == FREED {
             let _ = writeln!(out);
-            write_record(&mut out, &mut sym, "freed", &s.free);
+            write_record(&mut out, sym, lines, "freed", &s.free);
         }
     }
     let _ = writeln!(out, "{RULE}");
@@ -332,7 +437,7 @@ pub fn print_brief(e: &Error) {
 
 /// KFENCE's view of damaged canary bytes: up to 16 bytes from the first damaged one, `!` for a
 /// damaged byte and `.` for an intact one, within the canary area on that side of the object.
-fn write_damage(out: &mut Out, first: usize, s: &Slot, pool: &Pool, i: usize) {
+fn write_damage(out: &mut dyn Write, first: usize, s: &Slot, pool: &Pool, i: usize) {
     let page = pool.page_of_slot(i);
     let limit = if first < s.addr {
         s.addr

@@ -554,24 +554,49 @@ pub fn realtime_ns() -> u64 {
     (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
 }
 
-/// Reads up to `buf.len()` bytes of a small file (such as `/proc/self/cmdline`); 0 on failure.
+/// The host's name (`uname`'s nodename), written into `buf`; returns its length.
+pub fn hostname(buf: &mut [u8; 65]) -> usize {
+    // SAFETY: a zeroed utsname is a valid out-value; uname is a plain system call.
+    let u = unsafe {
+        let mut u: libc::utsname = core::mem::zeroed();
+        if libc::uname(&mut u) != 0 {
+            return 0;
+        }
+        u
+    };
+    let mut n = 0;
+    for (dst, &c) in buf.iter_mut().zip(u.nodename.iter()) {
+        if c == 0 {
+            break;
+        }
+        *dst = c as u8;
+        n += 1;
+    }
+    n
+}
+
+/// Reads up to `buf.len()` bytes of a small file (such as `/proc/self/cmdline`); returns the
+/// length read (0 when it cannot be read).
 pub fn read_file(path: &core::ffi::CStr, buf: &mut [u8]) -> usize {
-    // SAFETY: open/read/close into the caller's buffer, bounded by its length.
+    // SAFETY: open/read/close into the caller's buffer, within its length.
     unsafe {
         let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         if fd < 0 {
             return 0;
         }
-        let mut got = 0;
-        while got < buf.len() {
-            let n = libc::read(fd, buf[got..].as_mut_ptr().cast(), buf.len() - got);
-            if n <= 0 {
+        let mut len = 0;
+        while len < buf.len() {
+            let n = libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len);
+            if n > 0 {
+                len += n as usize;
+            } else if n < 0 && errno() == libc::EINTR {
+                continue;
+            } else {
                 break;
             }
-            got += n as usize;
         }
         libc::close(fd);
-        got
+        len
     }
 }
 
@@ -696,4 +721,54 @@ pub unsafe fn move_mapping(from: *mut u8, len: usize, to: *mut u8) -> bool {
 pub fn at_exit(f: extern "C" fn()) {
     // SAFETY: f is a plain function with the C ABI that lives forever.
     unsafe { libc::atexit(f) };
+}
+
+/// A new file for writing (O_EXCL, O_CLOEXEC, mode 0644); None when it cannot be created.
+pub fn create_new(path: &core::ffi::CStr) -> Option<i32> {
+    // SAFETY: open with a NUL-terminated path; the descriptor is owned by the caller.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o644 as libc::c_uint,
+        )
+    };
+    (fd >= 0).then_some(fd)
+}
+
+/// Writes all of `buf`, retrying on EINTR and short writes; false on any failure.
+pub fn write_fully(fd: i32, mut buf: &[u8]) -> bool {
+    while !buf.is_empty() {
+        // SAFETY: buf is a valid readable slice for its length.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n > 0 {
+            buf = &buf[n as usize..];
+        } else if n < 0 && errno() == libc::EINTR {
+            continue;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Flushes a file to its device and closes it; false if either fails.
+pub fn sync_and_close(fd: i32) -> bool {
+    // SAFETY: fd is a descriptor the caller owns and gives up here.
+    unsafe {
+        let synced = libc::fsync(fd) == 0;
+        libc::close(fd) == 0 && synced
+    }
+}
+
+/// Renames `from` to `to` (atomically replacing `to` in the same file system).
+pub fn rename(from: &core::ffi::CStr, to: &core::ffi::CStr) -> bool {
+    // SAFETY: two NUL-terminated paths.
+    unsafe { libc::rename(from.as_ptr(), to.as_ptr()) == 0 }
+}
+
+/// Removes a file, ignoring failure (cleaning up a temporary file).
+pub fn unlink(path: &core::ffi::CStr) {
+    // SAFETY: a NUL-terminated path.
+    unsafe { libc::unlink(path.as_ptr()) };
 }
