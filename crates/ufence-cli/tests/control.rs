@@ -282,6 +282,41 @@ fn stats_objects_and_set_on_a_running_program() {
 }
 
 #[test]
+fn set_adaptive_widens_the_interval_of_a_full_pool() {
+    // Issue 6's policy, switched on from outside: a process whose pool has filled with
+    // long-lived objects gets a wider interval at once.
+    let rt = runtime_dir("adaptive");
+    let svc = start(
+        &rt,
+        "sample_interval=1:num_objects=16:skip_covered_thresh=100",
+        "hoard",
+    );
+    let pid = svc.pid.to_string();
+    let t = Instant::now();
+    while counter(&rt, svc.pid, "currently allocated") < 14 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the pool never filled"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(counter(&rt, svc.pid, "sample interval (ms)"), 1);
+    assert_eq!(
+        ok(&rt, &["set", &pid, "adaptive=1", "adaptive_max=3000"]),
+        format!("pid {pid}: adaptive 0 -> 1\npid {pid}: adaptive_max 10000 -> 3000\n")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // 14 to 16 of 16 slots in use: between 1 * 3000^(0.75) = 406 ms and 3000 ms.
+    let widened = counter(&rt, svc.pid, "sample interval (ms)");
+    assert!((400..=3000).contains(&widened), "interval {widened} ms");
+    assert!(sampling_rate(&rt, svc.pid, 0.5) <= 2);
+    // And off again: back to the plain interval.
+    ok(&rt, &["set", &pid, "adaptive=0"]);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(counter(&rt, svc.pid, "sample interval (ms)"), 1);
+}
+
+#[test]
 fn set_validates_everything_before_writing() {
     let rt = runtime_dir("set");
     let svc = start(&rt, "sample_interval=100", "run");

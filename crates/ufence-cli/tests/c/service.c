@@ -2,6 +2,7 @@
  * objects alive, and exits normally on SIGTERM (so that ufence removes its control file).
  *   service run     allocate until SIGTERM
  *   service fork    fork first; parent and child both run
+ *   service hoard   run, leaking one allocation in four (a pool that fills)
  *   service crash   run ~300 ms, then read a freed object (with on_error=abort: SIGABRT)
  * SERVICE_EXIT_AFTER_MS=N ends the run after N ms. */
 #include <signal.h>
@@ -29,13 +30,14 @@ static double now(void) {
 
 static double exit_after;
 
-__attribute__((noinline)) static void serve(int crash) {
+__attribute__((noinline)) static void serve(int crash, int hoard) {
     static char *keep[32];
     double start = now();
     unsigned long i = 0;
     while (!stop) {
         if (exit_after > 0 && now() - start > exit_after) break;
         int k = i % 32;
+        if (hoard && i % 4 == 0) keep[k] = NULL; /* leak: long-lived objects fill the pool */
         free(keep[k]);
         keep[k] = make_node(16 + i % 100);
         if (++i % 64 == 0) usleep(200);
@@ -63,14 +65,14 @@ int main(int argc, char **argv) {
         if (c == 0) {
             printf("child %d\n", (int)getpid());
             fflush(stdout);
-            serve(0);
+            serve(0, 0);
             return 0;
         }
-        serve(0);
+        serve(0, 0);
         kill(c, SIGTERM);
         waitpid(c, NULL, 0);
         return 0;
     }
-    serve(strcmp(mode, "crash") == 0);
+    serve(strcmp(mode, "crash") == 0, strcmp(mode, "hoard") == 0);
     return 0;
 }
