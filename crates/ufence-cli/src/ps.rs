@@ -13,10 +13,12 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
         "{:>7}  {:<20}  {:>8}  {:>11}  {:>10}  {:>5}  {:>9}  COMMAND",
         "PID", "STATE", "UPTIME", "POOL", "SAMPLED", "BUGS", "INTERVAL"
     );
+    let mut hidden = 0;
     for (path, snap) in runtime::list(&dir) {
         match snap {
             Ok(s) => {
                 if !s.live() && !all {
+                    hidden += 1;
                     continue;
                 }
                 let st = s.stats();
@@ -45,6 +47,7 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
                 }
             }
             Err(e) => {
+                hidden += usize::from(!all);
                 if all {
                     println!("{:>7}  {:<20}  {e}", "?", "unreadable");
                 }
@@ -53,6 +56,12 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
                 }
             }
         }
+    }
+    if hidden > 0 {
+        eprintln!(
+            "ufence: {hidden} stale or unreadable file{} not shown (ufence ps --all; --gc removes them)",
+            if hidden == 1 { "" } else { "s" }
+        );
     }
     Ok(0)
 }

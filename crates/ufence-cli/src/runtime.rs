@@ -35,9 +35,9 @@ pub fn dir() -> Result<PathBuf, String> {
             meta.uid()
         ));
     }
-    if meta.mode() & 0o077 != 0 {
+    if meta.mode() & 0o022 != 0 {
         return Err(format!(
-            "{} is open to other users (mode {:o}); refusing to use it",
+            "{} is writable by other users (mode {:o}); refusing to use it",
             path.display(),
             meta.mode() & 0o777
         ));

@@ -641,9 +641,66 @@ fn hostile_and_foreign_files_are_refused() {
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("cannot publish stats in") && err.contains("open to other users"),
+        err.contains("cannot publish stats in") && err.contains("writable by other users"),
         "{err}"
     );
     assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0);
-    assert!(fails(&open, &["ps"]).contains("is open to other users (mode 777)"));
+    assert!(fails(&open, &["ps"]).contains("is writable by other users (mode 777)"));
+}
+
+#[test]
+fn processes_ending_with_exit_or_underscore_exit_leave_no_file() {
+    // Shells end with `_exit`, forked children and daemons often do too: none of them may
+    // leave a control file behind as if it had crashed (only a crash does, on purpose).
+    let rt = runtime_dir("exits");
+    std::fs::create_dir_all(&rt).unwrap();
+    std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for (program, args, code) in [
+        ("sh", vec!["-c", "exit 3"], 3),
+        ("sh", vec!["-c", "echo hi; (echo sub; exit 0); true"], 0),
+        ("python3", vec!["-c", "import os; os._exit(5)"], 5),
+        (
+            "python3",
+            vec![
+                "-c",
+                "import os\npid = os.fork()\nif pid == 0: os._exit(0)\nos.waitpid(pid, 0)\n\
+                 import subprocess; subprocess.run(['true'])",
+            ],
+            0,
+        ),
+    ] {
+        let out = Command::new(program)
+            .args(&args)
+            .env("LD_PRELOAD", lib())
+            .env("UFENCE_RUNTIME_DIR", &rt)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{program} {args:?}: {}",
+            text(&out.stderr)
+        );
+        let left: Vec<_> = std::fs::read_dir(&rt)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "{program} {args:?} left {left:?}");
+    }
+    // A crash does leave its file.
+    let out = Command::new("sh")
+        .args(["-c", "kill -SEGV $$"])
+        .env("LD_PRELOAD", lib())
+        .env("UFENCE_RUNTIME_DIR", &rt)
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV));
+    assert_eq!(std::fs::read_dir(&rt).unwrap().count(), 1);
+    let err = text(&ufence(&rt, &["ps"]).stderr);
+    assert_eq!(
+        err,
+        "ufence: 1 stale or unreadable file not shown (ufence ps --all; --gc removes them)\n"
+    );
 }

@@ -342,6 +342,25 @@ pub extern "C" fn signal(sig: i32, handler: libc::sighandler_t) -> libc::sighand
     unsafe { bsd_signal(sig, handler) }
 }
 
+/// `_exit` and `_Exit` skip `atexit` handlers, and shells (dash's `exit`), forked children and
+/// many daemons end that way: without this, every such process would leave its control file
+/// behind as if it had crashed. Removes the file (only the process that owns it: a `vfork`
+/// child shares its parent's block) and ends the process as glibc's `_exit` does.
+#[no_mangle]
+pub extern "C" fn _exit(status: i32) -> ! {
+    uf::control::at_exit();
+    loop {
+        // SAFETY: exit_group ends every thread of the process; it does not return.
+        unsafe { libc::syscall(libc::SYS_exit_group, status) };
+    }
+}
+
+/// As [`_exit`] (C99's name for it).
+#[no_mangle]
+pub extern "C" fn _Exit(status: i32) -> ! {
+    _exit(status)
+}
+
 /// Marks the process as running under the preload (so reports cut this library's frames) and
 /// starts ufence early, before `main`, so that option warnings come first.
 extern "C" fn on_load() {

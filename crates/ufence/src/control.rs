@@ -126,7 +126,17 @@ struct PathBuf {
 }
 
 impl PathBuf {
+    /// The runtime directory this process published in: resolved once, at start, so that a
+    /// program that changes its environment later still removes its own file at exit.
     fn dir() -> PathBuf {
+        // SAFETY: DIR is written once, by `remember_dir` at start, before any reader runs
+        // (readers are exit, fork and later starts, all after `create`).
+        let saved = unsafe { &*DIR.0.get() };
+        if !saved.is_empty() {
+            let mut buf = BufWriter::new();
+            let _ = buf.write_str(core::str::from_utf8(saved.as_bytes()).unwrap_or(""));
+            return PathBuf { buf };
+        }
         let mut buf = BufWriter::new();
         runtime_dir(&mut buf);
         let _ = buf.write_str("\0");
@@ -141,6 +151,11 @@ impl PathBuf {
         core::ffi::CStr::from_bytes_with_nul(self.buf.as_bytes()).ok()
     }
 }
+
+struct SavedDir(UnsafeCell<BufWriter<512>>);
+// SAFETY: written once at start by the starting thread, before the block is published.
+unsafe impl Sync for SavedDir {}
+static DIR: SavedDir = SavedDir(UnsafeCell::new(BufWriter::new()));
 
 /// This process's block, once created.
 static BLOCK: AtomicPtr<Block> = AtomicPtr::new(core::ptr::null_mut());
@@ -171,6 +186,8 @@ pub fn slots_of(b: &Block) -> *mut Slot {
 /// slot table comes zeroed. None only if no memory can be mapped at all.
 pub fn create(nslots: usize, o: &Options, preload: bool) -> Option<&'static Block> {
     let (slots_offset, len) = layout(nslots);
+    // SAFETY: start runs once, on one thread, before anything reads DIR.
+    unsafe { *DIR.0.get() = PathBuf::dir().buf };
     let (mem, published) = match publish(sys::getpid(), len) {
         Ok(p) => (p, true),
         Err(why) => {
@@ -271,12 +288,13 @@ fn publish(pid: u32, len: usize) -> Result<*mut u8, &'static str> {
 /// mapped: destructors that run after this may still allocate and free.
 pub extern "C" fn at_exit() {
     let Some(b) = block() else { return };
-    b.header.state.store(EXITED, Relaxed);
     // SAFETY: PUBLISHED is only written at start and in a forked child, never concurrently
     // with exit in the same process.
     if !unsafe { *PUBLISHED.0.get() } || b.header.pid != sys::getpid() {
+        // Not ours: a vfork child shares its parent's block, which must stay live.
         return;
     }
+    b.header.state.store(EXITED, Relaxed);
     let dir = PathBuf::dir();
     let name = PathBuf::file_name(b.header.pid);
     if let (Some(d), Some(n)) = (dir.c_str(), name.c_str()) {

@@ -608,8 +608,8 @@ pub fn readlink(path: &core::ffi::CStr, buf: &mut [u8]) -> usize {
 }
 
 /// Opens the directory at `path`, creating it (mode 0700) if it is missing, and checks that it
-/// is private: a real directory (not a symbolic link), owned by us, with no access for group
-/// or others. Returns its descriptor, or why it is not usable.
+/// is private: a real directory (not a symbolic link), owned by us, that no one else can
+/// write to (created 0700). Returns its descriptor, or why it is not usable.
 pub fn open_private_dir(path: &core::ffi::CStr) -> Result<i32, &'static str> {
     // SAFETY: mkdir/open/fstat with a valid path and out-struct; the descriptor is closed on
     // every failure path.
@@ -627,8 +627,8 @@ pub fn open_private_dir(path: &core::ffi::CStr) -> Result<i32, &'static str> {
             Some("cannot stat the directory")
         } else if st.st_uid != geteuid() {
             Some("the directory belongs to another user")
-        } else if st.st_mode & 0o077 != 0 {
-            Some("the directory is open to other users (want mode 0700)")
+        } else if st.st_mode & 0o022 != 0 {
+            Some("the directory is writable by other users (want mode 0700)")
         } else {
             None
         };
