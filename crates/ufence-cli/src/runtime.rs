@@ -212,10 +212,13 @@ pub fn read_block(f: &File, path: &Path) -> Result<(Block, u64), String> {
     if h.nslots == 0 || h.nslots > 65_535 || h.slots_offset != slots_offset as u64 {
         return Err(format!("{shown}: damaged control block (slot table)"));
     }
-    if h.file_len != want_len as u64 || len < want_len as u64 {
+    if h.file_len != want_len as u64 {
+        return Err(format!("{shown}: damaged control block (length)"));
+    }
+    if len < want_len as u64 {
         return Err(format!(
-            "{shown}: truncated ({len} bytes, its header says {})",
-            h.file_len
+            "{shown}: truncated ({len} bytes, {} slots need {want_len})",
+            h.nslots
         ));
     }
     Ok((block, meta.ino()))
@@ -283,19 +286,33 @@ pub fn liveness(h: &Header, inode: u64) -> Liveness {
     if h.proc_start_ticks != 0 && started != Some(h.proc_start_ticks) {
         return Liveness::Reused;
     }
-    let maps = fs::read_to_string(format!("/proc/{}/maps", h.pid)).unwrap_or_default();
-    let name = format!("/{}.ufence", h.pid);
-    let mapped = maps.lines().any(|l| {
-        let mut f = l.split_ascii_whitespace();
-        let inode_field = f.nth(4);
-        let path = f.next().unwrap_or("");
-        inode_field.and_then(|s| s.parse::<u64>().ok()) == Some(inode) && path.ends_with(&name)
-    });
+    let Ok(maps) = fs::read_to_string(format!("/proc/{}/maps", h.pid)) else {
+        // Unreadable (a non-dumpable process): the pid and its start time match, so count it
+        // live rather than risk `ps --gc` removing a running process's file.
+        return Liveness::Live;
+    };
+    let mapped = maps.lines().any(|l| map_inode(l) == Some(inode));
     if mapped {
         Liveness::Live
     } else {
         Liveness::Execd
     }
+}
+
+/// The inode of a `/proc/PID/maps` line's file (0 for anonymous mappings).
+fn map_inode(line: &str) -> Option<u64> {
+    line.split_ascii_whitespace().nth(4)?.parse().ok()
+}
+
+/// The path of a `/proc/PID/maps` line's file: everything after the fifth field (it may hold
+/// spaces).
+fn map_path(line: &str) -> Option<&str> {
+    let mut rest = line;
+    for _ in 0..5 {
+        rest = rest.trim_start();
+        rest = &rest[rest.find(char::is_whitespace)?..];
+    }
+    Some(rest.trim())
 }
 
 /// Every control file in the runtime directory, read (or the reason it could not be).
@@ -342,10 +359,33 @@ pub fn for_pid(pid: &str) -> Result<Snapshot, String> {
         .ok()
         .filter(|&n| n > 0)
         .ok_or_else(|| format!("'{pid}' is not a process id"))?;
-    let dir = dir()?;
-    let path = file_of(&dir, n);
+    // Our own directory first; then wherever the process says it published (it may have
+    // been started with another environment: cron, sudo, a service manager).
+    let mut path = file_of(&dir()?, n);
+    if path.symlink_metadata().is_err() {
+        let suffix = format!("/{n}.ufence");
+        if let Some(found) = fs::read_to_string(format!("/proc/{n}/maps"))
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .filter_map(map_path)
+                    .find(|p| p.ends_with(&suffix))
+                    .map(PathBuf::from)
+            })
+        {
+            path = found;
+        }
+    }
     if path.symlink_metadata().is_ok() {
-        return read(&path);
+        let s = read(&path)?;
+        if s.pid() != n {
+            return Err(format!(
+                "{}: names pid {n} but holds pid {}",
+                path.display(),
+                s.pid()
+            ));
+        }
+        return Ok(s);
     }
     match fs::metadata(format!("/proc/{n}")) {
         Err(_) => Err(format!("no process {n}")),

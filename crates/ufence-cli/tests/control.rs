@@ -704,3 +704,48 @@ fn processes_ending_with_exit_or_underscore_exit_leave_no_file() {
         "ufence: 1 stale or unreadable file not shown (ufence ps --all; --gc removes them)\n"
     );
 }
+
+#[test]
+fn a_quiet_process_sees_enabled_1_promptly() {
+    // Sampling off: the process still looks at its knobs about every 50 ms of its own time,
+    // not every 65,536 allocations (which a service allocating 200 times a second takes
+    // minutes to make).
+    let rt = runtime_dir("quiet");
+    let svc = start(&rt, "enabled=0:sample_interval=10", "slow");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(counter(&rt, svc.pid, "total allocations"), 0);
+    ok(&rt, &["set", &svc.pid.to_string(), "enabled=1"]);
+    let t = Instant::now();
+    while counter(&rt, svc.pid, "total allocations") == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "enabled=1 not seen within 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_raw_fork_does_not_share_its_parents_slots() {
+    // A child made by a raw fork system call runs no fork handlers: it must still get its own
+    // slot table before it frees, or the parent's frees of the same objects look double.
+    let rt = runtime_dir("rawfork");
+    let out = Command::new(service())
+        .arg("rawfork")
+        .env("LD_PRELOAD", lib())
+        .env(
+            "UFENCE_OPTIONS",
+            "sample_rate=1:max_overhead=0:on_error=abort",
+        )
+        .env("UFENCE_RUNTIME_DIR", &rt)
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success() && !err.contains("BUG"), "{err}");
+    assert!(text(&out.stdout).contains("done"));
+    assert_eq!(
+        std::fs::read_dir(&rt).unwrap().count(),
+        0,
+        "files left behind"
+    );
+}

@@ -266,7 +266,11 @@ fn proc_start_ticks() -> u64 {
 fn publish(pid: u32, len: usize) -> Result<*mut u8, &'static str> {
     let dir = PathBuf::dir();
     let dir_path = dir.c_str().ok_or("path too long")?;
-    let dirfd = sys::open_private_dir(dir_path)?;
+    if !dir_path.to_bytes().starts_with(b"/") {
+        // A relative path would mean another directory after the program's next chdir.
+        return Err("not an absolute path");
+    }
+    let dirfd = sys::open_private_dir(dir_path, true)?;
     let name = PathBuf::file_name(pid);
     let name = name.c_str().ok_or("path too long");
     let fd = name.and_then(|n| sys::create_private_file(dirfd, n, len));
@@ -298,11 +302,56 @@ pub extern "C" fn at_exit() {
     let dir = PathBuf::dir();
     let name = PathBuf::file_name(b.header.pid);
     if let (Some(d), Some(n)) = (dir.c_str(), name.c_str()) {
-        if let Ok(fd) = sys::open_private_dir(d) {
+        if let Ok(fd) = sys::open_private_dir(d, false) {
             sys::unlink_at(fd, n);
             sys::close(fd);
         }
     }
+}
+
+/// Copies slot `i` (the pool's own, private and authoritative) into the published table, inside
+/// a `seq` write section so that a reader can tell a torn copy. The pool keeps its slots in
+/// private memory so that nothing another process does to the file, and no child sharing the
+/// file after a raw fork, can change what ufence decides.
+pub fn mirror(i: usize, slot: &Slot) {
+    let Some(b) = block() else { return };
+    if i >= b.header.nslots as usize {
+        return;
+    }
+    // SAFETY: slot i of the published table lies inside the block's mapping (i < nslots); it is
+    // written only here, by the thread that owns the slot's current transition in the pool. The
+    // bytes after `seq` are plain integers, copied from a slot of the same layout.
+    unsafe {
+        let dst = slots_of(b).add(i);
+        let seq = (*dst).seq.load(Relaxed);
+        (*dst).seq.store(seq | 1, Relaxed);
+        core::sync::atomic::fence(Release);
+        let skip = core::mem::size_of::<AtomicU32>();
+        core::ptr::copy_nonoverlapping(
+            (slot as *const Slot).cast::<u8>().add(skip),
+            dst.cast::<u8>().add(skip),
+            core::mem::size_of::<Slot>() - skip,
+        );
+        (*dst).seq.store((seq | 1) + 1, Release);
+    }
+}
+
+/// Called on the sampled paths (a sampled allocation, a pool free): a child made without the
+/// fork handlers (glibc's `_Fork`, a raw `clone`) still shares its parent's block, and would
+/// count into its parent's counters and published slots. It gets its copy here, at its first
+/// sampled operation (a system call against the microseconds a sample costs anyway).
+pub fn ensure_own() {
+    if let Some(b) = block() {
+        if b.header.pid != sys::getpid() {
+            fork_child();
+        }
+    }
+}
+
+/// If the pool cannot be had after the block was published: remove the file (the process runs
+/// on without ufence, and must not look like a crash later).
+pub fn withdraw() {
+    at_exit();
 }
 
 /// In a forked child: the block is a shared mapping of the parent's file, so the child would

@@ -140,8 +140,16 @@ fn start(defaults: &Options) -> bool {
     opts.num_objects = within_map_limit(opts.num_objects);
     let nslots = opts.num_objects as usize;
     let block = control::create(nslots, &opts, is_preload());
-    let pool = block.and_then(|b| Pool::new(nslots, seed, control::slots_of(b)));
+    // The pool's slots are private; the control block gets a copy of each change (see
+    // `control::mirror`).
+    let slots = sys::map_rw(nslots * core::mem::size_of::<crate::pool::Slot>());
+    let pool = block
+        .and(slots)
+        .and_then(|t| Pool::new(nslots, seed, t.cast()));
     let (Some(block), Some(pool)) = (block, pool) else {
+        if block.is_some() {
+            control::withdraw();
+        }
         warn("cannot reserve the guarded pool; ufence is disabled, the program runs on");
         STATE.store(OFF, Release);
         return false;
@@ -303,6 +311,7 @@ fn within_budget(now: u64) -> bool {
 }
 
 fn pool_alloc(pool: &Pool, size: usize, align: usize, stack: Stack, site: u64) -> *mut u8 {
+    control::ensure_own();
     let Some(i) = pool.pop() else {
         Counters::bump(&counters().skipped_capacity);
         return core::ptr::null_mut();
@@ -344,6 +353,7 @@ fn pool_alloc(pool: &Pool, size: usize, align: usize, stack: Stack, site: u64) -
     s.reported.store(0, Relaxed);
     s.state.store(ALLOCATED, Release);
     s.end_write();
+    control::mirror(i, s);
     Counters::bump(&counters().allocations);
     addr as *mut u8
 }
@@ -357,6 +367,7 @@ pub fn free_slow(p: *mut u8) {
     let entry_sp = stack::approx_sp();
     if let Some(pool) = pool() {
         let t0 = sys::now_ns();
+        control::ensure_own();
         free_in_pool(pool, p as usize, entry_sp);
         counters().pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
     }
@@ -413,6 +424,7 @@ fn free_in_pool(pool: &Pool, p: usize, entry_sp: usize) {
     sys::protect(pool.page_of_slot(i) as *mut u8, pool.page, false);
     pool.covered.remove(s.site);
     s.state.store(FREED, Release);
+    control::mirror(i, s);
     Counters::bump(&counters().frees);
     pool.push(i);
 }

@@ -200,7 +200,7 @@ unsafe impl Send for Pool {}
 
 impl Pool {
     /// Maps the pool and its private metadata (the free ring, the guard flags). The slot table
-    /// is the caller's: it lives in the control block (see `control`), zeroed, `nslots` long.
+    /// is the caller's (private, zeroed, `nslots` long; `control::mirror` publishes each change).
     /// None if the address space cannot be had.
     pub fn new(nslots: usize, seed: u64, slots: *mut Slot) -> Option<Pool> {
         let page = sys::page_size();

@@ -50,8 +50,10 @@ const _: () = assert!(core::mem::size_of::<ThreadState>() == 128);
 /// Set while the slow path runs, so that allocations made underneath it (by the C library, the
 /// unwinder) take the fast path instead of recursing.
 const BUSY: i64 = 1 << 62;
-/// How often a thread re-reads the knobs while sampling is off.
+/// At most this many allocations between looks at the knobs while sampling is off...
 const IDLE_RECHECK: u64 = 1 << 16;
+/// ...and about this often by the clock (a clock read per look: nothing at these rates).
+const IDLE_RECHECK_NS: u64 = 50_000_000;
 const MAX_STRIDE: u64 = 1 << 16;
 /// While the interval's sample waits for a request that fits, how far apart a thread looks.
 const OWED_RECHECK: u64 = 64;
@@ -359,8 +361,11 @@ pub fn decide(ready: bool, fit: Fit, counters: &Counters, occupancy: u64) -> Ver
         t.last_check = sys::now_ns();
     }
     let k = knobs();
-    if !k.enabled.load(Relaxed) {
-        return t.plan(IDLE_RECHECK);
+    if !k.enabled.load(Relaxed)
+        || (k.interval_ns.load(Relaxed) == 0 && k.rate.load(Relaxed) == 0 && t.burst_left == 0)
+    {
+        let n = t.idle_plan(done);
+        return t.plan(n);
     }
     let mut sample = false;
     let mut timed = false;
@@ -470,6 +475,20 @@ impl ThreadState {
     fn plan(&mut self, n: u64) -> Verdict {
         self.planned = n;
         Verdict::Pass
+    }
+
+    /// While sampling is off: allocations until this thread looks at the knobs again, about
+    /// every `IDLE_RECHECK_NS` at its own allocation rate, so that `ufence set PID enabled=1`
+    /// takes effect promptly in a quiet process as in a busy one.
+    fn idle_plan(&mut self, done: u64) -> u64 {
+        let now = sys::now_ns();
+        let per_alloc = (now.saturating_sub(self.last_check) / done).max(1);
+        self.last_check = now;
+        // Growing at most twofold per look, as the interval's stride does: the first
+        // measurement, just after the thread's clock was first read, says nothing.
+        let ideal = (IDLE_RECHECK_NS / per_alloc).clamp(1, IDLE_RECHECK);
+        self.stride = ideal.min(self.stride * 2 + 1);
+        self.stride
     }
 
     fn next_random(&mut self) -> u64 {

@@ -607,14 +607,17 @@ pub fn readlink(path: &core::ffi::CStr, buf: &mut [u8]) -> usize {
     usize::try_from(n).unwrap_or(0)
 }
 
-/// Opens the directory at `path`, creating it (mode 0700) if it is missing, and checks that it
+/// Opens the directory at `path`, creating it (mode 0700) if it is missing and `create` says
+/// so, and checks that it
 /// is private: a real directory (not a symbolic link), owned by us, that no one else can
 /// write to (created 0700). Returns its descriptor, or why it is not usable.
-pub fn open_private_dir(path: &core::ffi::CStr) -> Result<i32, &'static str> {
+pub fn open_private_dir(path: &core::ffi::CStr, create: bool) -> Result<i32, &'static str> {
     // SAFETY: mkdir/open/fstat with a valid path and out-struct; the descriptor is closed on
     // every failure path.
     unsafe {
-        libc::mkdir(path.as_ptr(), 0o700);
+        if create {
+            libc::mkdir(path.as_ptr(), 0o700);
+        }
         let fd = libc::open(
             path.as_ptr(),
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,

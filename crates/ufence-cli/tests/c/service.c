@@ -3,12 +3,16 @@
  *   service run     allocate until SIGTERM
  *   service fork    fork first; parent and child both run
  *   service hoard   run, leaking one allocation in four (a pool that fills)
+ *   service slow    allocate about 200 times a second until SIGTERM
+ *   service rawfork fork without glibc's fork handlers (a raw system call); both sides free
+ *                   the same inherited objects, then exit
  *   service crash   run ~300 ms, then read a freed object (with on_error=abort: SIGABRT)
  * SERVICE_EXIT_AFTER_MS=N ends the run after N ms. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +64,23 @@ int main(int argc, char **argv) {
     if (getenv("SERVICE_EXIT_AFTER_MS")) exit_after = atoi(getenv("SERVICE_EXIT_AFTER_MS")) / 1000.0;
     printf("ready %d\n", (int)getpid());
     fflush(stdout);
+    if (strcmp(mode, "slow") == 0) {
+        while (!stop) {
+            free(make_node(32));
+            usleep(5000);
+        }
+        return 0;
+    }
+    if (strcmp(mode, "rawfork") == 0) {
+        char *objs[8];
+        for (int i = 0; i < 8; i++) objs[i] = make_node(48);
+        pid_t c = (pid_t)syscall(SYS_fork);
+        for (int i = 0; i < 8; i++) free(objs[i]);
+        if (c == 0) _exit(0);
+        waitpid(c, NULL, 0);
+        printf("done\n");
+        return 0;
+    }
     if (strcmp(mode, "fork") == 0) {
         pid_t c = fork();
         if (c == 0) {
