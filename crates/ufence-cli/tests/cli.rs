@@ -1,29 +1,9 @@
 //! The `ufence` command from the outside: exit statuses, errors, the demo, and the docs.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{lib, root, text};
+
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// libufence.so of this build profile, built if needed (cargo cannot depend on a cdylib).
-fn lib() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "ufence-preload"])
-            .current_dir(root())
-            .status()
-            .expect("cargo build");
-        assert!(status.success());
-        let exe = PathBuf::from(env!("CARGO_BIN_EXE_ufence"));
-        let lib = exe.parent().unwrap().join("libufence.so");
-        assert!(lib.is_file(), "{}", lib.display());
-        lib
-    })
-}
 
 fn ufence(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ufence"))
@@ -32,10 +12,6 @@ fn ufence(args: &[&str]) -> Output {
         .env_remove("UFENCE_OPTIONS")
         .output()
         .expect("run ufence")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 #[test]

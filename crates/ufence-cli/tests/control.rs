@@ -2,33 +2,15 @@
 //! command reads their stats and objects, changes their knobs while they run, shows them in
 //! `top`, and refuses files it must not trust.
 
+mod common;
+use common::{lib, text};
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// libufence.so of this build profile, built if needed (cargo cannot depend on a cdylib).
-fn lib() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "ufence-preload"])
-            .current_dir(root())
-            .status()
-            .expect("cargo build");
-        assert!(status.success());
-        let exe = PathBuf::from(env!("CARGO_BIN_EXE_ufence"));
-        let lib = exe.parent().unwrap().join("libufence.so");
-        assert!(lib.is_file(), "{}", lib.display());
-        lib
-    })
-}
 
 /// The test service, built once with debug info (so that `objects` can name file and line).
 fn service() -> &'static Path {
@@ -60,10 +42,6 @@ fn runtime_dir(name: &str) -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("rt-{name}"));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// A running service, killed when dropped.

@@ -348,12 +348,6 @@ pub fn ensure_own() {
     }
 }
 
-/// If the pool cannot be had after the block was published: remove the file (the process runs
-/// on without ufence, and must not look like a crash later).
-pub fn withdraw() {
-    at_exit();
-}
-
 /// In a forked child: the block is a shared mapping of the parent's file, so the child would
 /// count into its parent's counters. Give the child a file of its own, with a copy of the
 /// block, mapped at the same address so that every pointer into it stays valid. Only system

@@ -148,7 +148,8 @@ fn start(defaults: &Options) -> bool {
         .and_then(|t| Pool::new(nslots, seed, t.cast()));
     let (Some(block), Some(pool)) = (block, pool) else {
         if block.is_some() {
-            control::withdraw();
+            // The process runs on without ufence: it must not look like a crash later.
+            control::at_exit();
         }
         warn("cannot reserve the guarded pool; ufence is disabled, the program runs on");
         STATE.store(OFF, Release);
@@ -341,7 +342,6 @@ fn pool_alloc(pool: &Pool, size: usize, align: usize, stack: Stack, site: u64) -
     // SAFETY: slot i was popped from the FIFO by this thread, which owns it until it publishes
     // ALLOCATED below.
     let s = unsafe { pool.slot_mut(i) };
-    s.begin_write();
     s.addr = addr;
     s.size = size;
     s.align = align;
@@ -352,7 +352,6 @@ fn pool_alloc(pool: &Pool, size: usize, align: usize, stack: Stack, site: u64) -
     s.free = Record::EMPTY;
     s.reported.store(0, Relaxed);
     s.state.store(ALLOCATED, Release);
-    s.end_write();
     control::mirror(i, s);
     Counters::bump(&counters().allocations);
     addr as *mut u8
@@ -405,9 +404,7 @@ fn free_in_pool(pool: &Pool, p: usize, entry_sp: usize) {
     // SAFETY: this thread won ALLOCATED -> FREEING and owns the slot until FREED is published.
     let s = unsafe { pool.slot_mut(i) };
     let here = stack::capture(entry_sp);
-    s.begin_write();
     s.free = Record::here(&here);
-    s.end_write();
     if let Some(damaged) = pool.first_damaged(s, i) {
         report_error(
             pool,

@@ -99,7 +99,7 @@ struct FdOut {
 impl FdOut {
     fn flush(&mut self) -> bool {
         if self.len > 0 {
-            self.ok &= sys::write_fully(self.fd, &self.buf[..self.len]);
+            self.ok &= sys::write_all(self.fd, &self.buf[..self.len]);
             self.len = 0;
         }
         self.ok

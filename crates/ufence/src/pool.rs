@@ -64,8 +64,9 @@ impl Record {
 
 /// Metadata of one slot. `state` and `reported` are atomics because the fault handler reads
 /// them without the pool lock; the rest is written only by the thread that owns the slot's
-/// transition (allocation or free) before `state` is published with Release, inside a `seq`
-/// write section so that a reader in another process can tell a torn copy.
+/// transition (allocation or free) before `state` is published with Release. `seq` is used in
+/// the published copy only (see `control::mirror`): odd while the copy is being written, so
+/// that a reader in another process can tell a torn copy.
 ///
 /// `#[repr(C)]`, integers only (no `bool`): any bytes are a valid `Slot`, which lets the
 /// command-line tool copy slots out of a control block it does not trust.
@@ -89,15 +90,6 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// Starts a metadata update (see `seq`).
-    pub fn begin_write(&self) {
-        self.seq.fetch_add(1, Ordering::Relaxed);
-        core::sync::atomic::fence(Ordering::Release);
-    }
-    /// Ends a metadata update.
-    pub fn end_write(&self) {
-        self.seq.fetch_add(1, Ordering::Release);
-    }
     /// Marks the current object reported; true if it was not already.
     pub fn mark_reported(&self) -> bool {
         self.reported.swap(1, Ordering::AcqRel) == 0
@@ -264,8 +256,7 @@ impl Pool {
     /// # Safety
     /// The caller must own slot `i`'s current transition (it popped the slot from the FIFO, or
     /// won the ALLOCATED -> FREEING exchange), so no other thread writes it concurrently.
-    /// Writers bracket their updates with `begin_write`/`end_write`, so that an outside reader
-    /// (`ufence objects`) can tell a torn copy. Known gap: a fault handler serving a *stale*
+    /// The table is private; `control::mirror` publishes each change. Known gap: a fault handler serving a *stale*
     /// access on another thread (a use-after-free racing with the slot's reuse) may read the
     /// plain fields while they are written. Only the text of that report can be affected, but
     /// it is a data race by Rust's rules.

@@ -72,8 +72,9 @@ pub fn protect(p: *mut u8, len: usize, accessible: bool) -> bool {
     unsafe { libc::mprotect(p.cast(), len, prot) == 0 }
 }
 
-/// Writes all of `buf` to a file descriptor, retrying on EINTR and short writes.
-pub fn write_all(fd: i32, mut buf: &[u8]) {
+/// Writes all of `buf` to a file descriptor, retrying on EINTR and short writes; false on any
+/// other failure (callers writing to stderr ignore it, the JSON report writer does not).
+pub fn write_all(fd: i32, mut buf: &[u8]) -> bool {
     while !buf.is_empty() {
         // SAFETY: buf is a valid readable slice for its length.
         let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
@@ -82,9 +83,10 @@ pub fn write_all(fd: i32, mut buf: &[u8]) {
         } else if n < 0 && errno() == libc::EINTR {
             continue;
         } else {
-            return;
+            return false;
         }
     }
+    true
 }
 
 /// The calling thread's `errno`.
@@ -737,22 +739,6 @@ pub fn create_new(path: &core::ffi::CStr) -> Option<i32> {
         )
     };
     (fd >= 0).then_some(fd)
-}
-
-/// Writes all of `buf`, retrying on EINTR and short writes; false on any failure.
-pub fn write_fully(fd: i32, mut buf: &[u8]) -> bool {
-    while !buf.is_empty() {
-        // SAFETY: buf is a valid readable slice for its length.
-        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-        if n > 0 {
-            buf = &buf[n as usize..];
-        } else if n < 0 && errno() == libc::EINTR {
-            continue;
-        } else {
-            return false;
-        }
-    }
-    true
 }
 
 /// Flushes a file to its device and closes it; false if either fails.
