@@ -40,7 +40,7 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
                     st.total_allocations,
                     st.total_bugs,
                     interval,
-                    command(&s.cmdline(), &s.exe())
+                    s.cmdline()
                 );
                 if gc && s.liveness != Liveness::Live {
                     remove(&path);
@@ -77,11 +77,6 @@ fn remove(path: &Path) {
 fn pid_gone(path: &Path) -> bool {
     let pid = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     !Path::new(&format!("/proc/{pid}")).exists()
-}
-
-pub fn command(cmdline: &str, exe: &str) -> String {
-    let c = if cmdline.is_empty() { exe } else { cmdline };
-    c.chars().take(60).collect()
 }
 
 /// `1h02m`, `3m05s`, `12.3s`.

@@ -96,15 +96,44 @@ impl Snapshot {
     pub fn exe(&self) -> String {
         text(&self.block.header.exe)
     }
-    /// The command line, arguments joined by spaces.
+    /// The command line, arguments joined by spaces; the executable if it could not be read.
     pub fn cmdline(&self) -> String {
+        let args = self.args();
+        if args.is_empty() {
+            self.exe()
+        } else {
+            args.join(" ")
+        }
+    }
+    /// The command line with argv[0] cut to its file name, as `top` shows it: the arguments are
+    /// what tell two instances of a service apart, and a long install path would push them off
+    /// the screen.
+    pub fn short_command(&self) -> String {
+        let mut args = self.args();
+        match args.first_mut() {
+            Some(a0) => {
+                if let Some((_, name)) = a0.rsplit_once('/') {
+                    *a0 = name.to_string();
+                }
+                args.join(" ")
+            }
+            None => self
+                .exe()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        }
+    }
+    /// `/proc/PID/cmdline` as the process recorded it at start (at most 511 bytes).
+    fn args(&self) -> Vec<String> {
         let c = &self.block.header.cmdline;
         let end = c.windows(2).position(|w| w == [0, 0]).unwrap_or(c.len());
         c[..end]
             .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect::<Vec<_>>()
-            .join(" ")
+            .collect()
     }
     pub fn options_text(&self) -> String {
         text(&self.block.header.options)

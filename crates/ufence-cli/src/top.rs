@@ -3,7 +3,6 @@
 //! process. Keys as in top and htop: `q`, Esc or Ctrl-C quit; `s` or Tab changes the sort
 //! column, `r` reverses it; the arrow keys select a process.
 
-use crate::ps;
 use crate::runtime::{self, Snapshot};
 use clap::ArgMatches;
 use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyModifiers};
@@ -27,7 +26,10 @@ struct Row {
     skipped_per_s: f64,
     bugs: u64,
     interval_ms: u64,
+    /// argv[0] cut to its file name, for the table.
     command: String,
+    /// The whole command line, for the selected process's history line.
+    full_command: String,
 }
 
 /// What the view remembers between frames.
@@ -57,6 +59,8 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
 fn run(dir: &std::path::Path, period: Duration, out: &mut impl Write) -> Result<(), String> {
     let mut seen = Seen::default();
     let (mut sort, mut reverse, mut selected) = (2usize, false, 0usize);
+    // The selection follows its process when a re-sort moves it, as in htop.
+    let mut selected_pid: Option<u32> = None;
     loop {
         let snaps: Vec<Snapshot> = runtime::list(dir)
             .into_iter()
@@ -64,6 +68,11 @@ fn run(dir: &std::path::Path, period: Duration, out: &mut impl Write) -> Result<
             .filter(Snapshot::live)
             .collect();
         let mut rows: Vec<Row> = snaps.iter().map(|s| row(s, &mut seen)).collect();
+        // Forget processes that are gone, so a long-running view does not grow.
+        seen.last
+            .retain(|pid, _| rows.iter().any(|r| r.pid == *pid));
+        seen.history
+            .retain(|pid, _| rows.iter().any(|r| r.pid == *pid));
         rows.sort_by(|a, b| {
             let o = match sort {
                 0 => a.pid.cmp(&b.pid),
@@ -80,7 +89,11 @@ fn run(dir: &std::path::Path, period: Duration, out: &mut impl Write) -> Result<
                 o
             }
         });
-        selected = selected.min(rows.len().saturating_sub(1));
+        selected = selected_pid
+            .and_then(|p| rows.iter().position(|r| r.pid == p))
+            .unwrap_or(selected)
+            .min(rows.len().saturating_sub(1));
+        selected_pid = rows.get(selected).map(|r| r.pid);
         draw(out, &rows, &seen, sort, reverse, selected, dir).map_err(|e| e.to_string())?;
         // Wait for the next frame, answering keys meanwhile.
         let next = Instant::now() + period;
@@ -102,8 +115,14 @@ fn run(dir: &std::path::Path, period: Duration, out: &mut impl Write) -> Result<
                 }
                 KeyCode::Left | KeyCode::BackTab => sort = (sort + SORTS.len() - 1) % SORTS.len(),
                 KeyCode::Char('r') => reverse = !reverse,
-                KeyCode::Up | KeyCode::Char('k') => selected = selected.saturating_sub(1),
-                KeyCode::Down | KeyCode::Char('j') => selected += 1,
+                KeyCode::Up | KeyCode::Char('k') | KeyCode::Down | KeyCode::Char('j') => {
+                    selected = if matches!(code, KeyCode::Up | KeyCode::Char('k')) {
+                        selected.saturating_sub(1)
+                    } else {
+                        (selected + 1).min(rows.len().saturating_sub(1))
+                    };
+                    selected_pid = rows.get(selected).map(|r| r.pid);
+                }
                 _ => continue,
             }
             break;
@@ -145,7 +164,8 @@ fn row(s: &Snapshot, seen: &mut Seen) -> Row {
         skipped_per_s,
         bugs: st.total_bugs,
         interval_ms: st.sample_interval_ms,
-        command: ps::command(&s.cmdline(), &s.exe()),
+        command: s.short_command(),
+        full_command: s.cmdline(),
     }
 }
 
@@ -225,7 +245,7 @@ fn draw(
         let width = cols.saturating_sub(16).clamp(10, HISTORY);
         let h = seen.history.get(&r.pid).cloned().unwrap_or_default();
         text.push(String::new());
-        text.push(format!("history of {} ({}):", r.pid, r.command));
+        text.push(format!("history of {} ({}):", r.pid, r.full_command));
         text.push(format!(
             "  samples/s  {}",
             spark(h.iter().map(|p| p.0), width)

@@ -415,6 +415,7 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
 fn top_shows_processes_and_quits_on_q() {
     let rt = runtime_dir("top");
     let svc = start(&rt, "sample_interval=5", "run");
+    let other = start(&rt, "sample_interval=7", "run");
     let session = format!("ufence-test-{}", std::process::id());
     let cmd = format!(
         "UFENCE_RUNTIME_DIR={} {} top --interval 200",
@@ -427,13 +428,14 @@ fn top_shows_processes_and_quits_on_q() {
             .output()
             .expect("tmux (apt install tmux)")
     };
+    // 100 columns: a row with the service's whole path would not fit, its short command does.
     let started = tmux(&[
         "new-session",
         "-d",
         "-s",
         &session,
         "-x",
-        "120",
+        "100",
         "-y",
         "30",
         &cmd,
@@ -451,20 +453,44 @@ fn top_shows_processes_and_quits_on_q() {
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    let pid = svc.pid.to_string();
+    let row_of = |screen: &str, pid: u32| -> String {
+        let pid = pid.to_string();
+        screen
+            .lines()
+            .find(|l| l.trim_start_matches('>').split_whitespace().next() == Some(pid.as_str()))
+            .unwrap_or_else(|| panic!("{pid} not on screen:\n{screen}"))
+            .to_string()
+    };
     let screen = until(&|s| s.contains("sort: samples/s") && s.contains("history of"));
-    let row = screen
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(pid.as_str()))
-        .unwrap_or_else(|| panic!("{pid} not on screen:\n{screen}"));
+    let row = row_of(&screen, svc.pid);
     assert!(
-        row.contains("/255") && row.contains("5ms") && row.contains("service run"),
+        row.contains("/255") && row.contains("5ms") && row.ends_with("  service run"),
         "{row}"
     );
+    assert!(row_of(&screen, other.pid).contains("7ms"), "{screen}");
     tmux(&["send-keys", "-t", &session, "s"]);
     until(&|s| s.contains("sort: skipped/s"));
     tmux(&["send-keys", "-t", &session, "r"]);
     until(&|s| s.contains("sort: skipped/s (reversed)"));
+    // Sort by pid, select the second row, reverse: the selection stays on its process.
+    tmux(&["send-keys", "-t", &session, "Tab", "Tab"]);
+    until(&|s| s.contains("sort: pid (reversed)"));
+    tmux(&["send-keys", "-t", &session, "Down"]);
+    let lower = svc.pid.min(other.pid);
+    let screen = until(&|s| s.contains(&format!("history of {lower} ")));
+    assert!(row_of(&screen, lower).starts_with('>'), "{screen}");
+    tmux(&["send-keys", "-t", &session, "r"]);
+    let screen = until(&|s| s.contains("sort: pid\n") || s.contains("sort: pid "));
+    let first = screen
+        .lines()
+        .find(|l| l.starts_with('>'))
+        .unwrap_or_else(|| panic!("no selection:\n{screen}"));
+    assert_eq!(
+        first.trim_start_matches('>').split_whitespace().next(),
+        Some(lower.to_string().as_str()),
+        "{screen}"
+    );
+    assert!(screen.contains(&format!("history of {lower} ")), "{screen}");
     tmux(&["send-keys", "-t", &session, "q"]);
     let t = Instant::now();
     while tmux(&["has-session", "-t", &session]).status.success() {
