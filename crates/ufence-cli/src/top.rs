@@ -205,12 +205,13 @@ fn draw(
     let (cols, lines) = (cols as usize, lines as usize);
     let mut text: Vec<String> = Vec::new();
     text.push(format!(
-        "ufence top: {} process{} under ufence ({})   sort: {}{}",
+        // The runtime directory last: a long path is what a narrow terminal may cut.
+        "ufence top: {} process{}   sort: {}{}   in {}",
         rows.len(),
         if rows.len() == 1 { "" } else { "es" },
-        dir.display(),
         SORTS[sort],
-        if reverse { " (reversed)" } else { "" }
+        if reverse { " (reversed)" } else { "" },
+        dir.display(),
     ));
     text.push("q quit  s/Tab sort  r reverse  Up/Down select".into());
     text.push(String::new());

@@ -472,22 +472,38 @@ fn top_shows_processes_and_quits_on_q() {
     until(&|s| s.contains("sort: skipped/s"));
     tmux(&["send-keys", "-t", &session, "r"]);
     until(&|s| s.contains("sort: skipped/s (reversed)"));
-    // Sort by pid, select the second row, reverse: the selection stays on its process.
+    // Sort by pid, select the second row, reverse: the selection stays on its process, which
+    // moves to the first row.
+    let table = |screen: &str| -> Vec<String> {
+        let lines: Vec<&str> = screen.lines().collect();
+        let head = lines.iter().position(|l| l.contains("SAMPLES/S")).unwrap();
+        lines[head + 1..head + 3]
+            .iter()
+            .map(|l| l.to_string())
+            .collect()
+    };
+    let lower = svc.pid.min(other.pid).to_string();
+    let first_pid = |row: &str| {
+        row.trim_start_matches('>')
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
     tmux(&["send-keys", "-t", &session, "Tab", "Tab"]);
     until(&|s| s.contains("sort: pid (reversed)"));
     tmux(&["send-keys", "-t", &session, "Down"]);
-    let lower = svc.pid.min(other.pid);
     let screen = until(&|s| s.contains(&format!("history of {lower} ")));
-    assert!(row_of(&screen, lower).starts_with('>'), "{screen}");
+    let rows = table(&screen);
+    assert!(
+        rows[1].starts_with('>') && first_pid(&rows[1]) == lower,
+        "{screen}"
+    );
     tmux(&["send-keys", "-t", &session, "r"]);
-    let screen = until(&|s| s.contains("sort: pid\n") || s.contains("sort: pid "));
-    let first = screen
-        .lines()
-        .find(|l| l.starts_with('>'))
-        .unwrap_or_else(|| panic!("no selection:\n{screen}"));
-    assert_eq!(
-        first.trim_start_matches('>').split_whitespace().next(),
-        Some(lower.to_string().as_str()),
+    let screen = until(&|s| s.contains("sort: pid   in "));
+    let rows = table(&screen);
+    assert!(
+        rows[0].starts_with('>') && first_pid(&rows[0]) == lower,
         "{screen}"
     );
     assert!(screen.contains(&format!("history of {lower} ")), "{screen}");
