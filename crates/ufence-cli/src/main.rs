@@ -200,10 +200,7 @@ fn print_options(markdown: bool) {
     } else {
         for s in SPECS {
             let rt = if s.runtime { ", runtime" } else { "" };
-            println!(
-                "{} ({}, default {}{rt})\n    {}",
-                s.name, s.kind, s.default, s.doc
-            );
+            println!("{} ({s}, default {}{rt})\n    {}", s.name, s.default, s.doc);
         }
     }
 }

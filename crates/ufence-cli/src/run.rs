@@ -12,12 +12,9 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
     let mut check = Options::DEFAULT;
     for spec in SPECS {
         if let Some(v) = m.get_one::<String>(spec.name) {
-            check.set(spec.name.as_bytes(), v.as_bytes()).map_err(|_| {
-                format!(
-                    "bad value '{v}' for --{} (expects {})",
-                    spec.name, spec.kind
-                )
-            })?;
+            check
+                .set(spec.name.as_bytes(), v.as_bytes())
+                .map_err(|_| format!("bad value '{v}' for --{} (expects {spec})", spec.name))?;
             pairs.push((spec.name.to_string(), v.clone()));
         }
     }

@@ -31,7 +31,7 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
         }
         wanted
             .set(key.as_bytes(), value.as_bytes())
-            .map_err(|_| format!("bad value '{value}' for {key} (expects {})", spec.kind))?;
+            .map_err(|_| format!("bad value '{value}' for {key} (expects {spec})"))?;
         keys.push(spec.name);
     }
     let snap = runtime::for_pid(pid)?;

@@ -68,7 +68,7 @@ fn bad_input_is_one_clear_line() {
     for (args, needle) in [
         (
             &["run", "--sample_rate", "often", "--", "true"][..],
-            "bad value 'often' for --sample_rate",
+            "bad value 'often' for --sample_rate (expects an integer from 0 to 1000000000)",
         ),
         (
             &["run", "--", "/no/such/program"][..],

@@ -319,7 +319,7 @@ fn set_validates_everything_before_writing() {
         ),
         (
             vec!["skip_covered_thresh=101"],
-            "bad value '101' for skip_covered_thresh",
+            "bad value '101' for skip_covered_thresh (expects an integer from 0 to 100)",
         ),
         (vec!["burst"], "'burst' is not KEY=VALUE"),
     ] {

@@ -177,6 +177,28 @@ pub struct OptionSpec {
     pub doc: &'static str,
     /// True when the option can be changed while the process runs.
     pub runtime: bool,
+    /// Bounds of an integer option (inclusive); unused for other kinds.
+    pub min: u64,
+    pub max: u64,
+}
+
+impl OptionSpec {
+    /// The spec of option `key`.
+    pub fn find(key: &[u8]) -> Option<&'static OptionSpec> {
+        SPECS.iter().find(|s| s.name.as_bytes() == key)
+    }
+}
+
+/// What a value of an option must look like, for error messages: `an integer from 0 to 100`,
+/// `0|1`, `continue|abort`.
+impl core::fmt::Display for OptionSpec {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.kind == <u64 as OptionValue>::KIND {
+            write!(f, "an integer from {} to {}", self.min, self.max)
+        } else {
+            f.write_str(self.kind)
+        }
+    }
 }
 
 /// Why an option could not be applied.
@@ -252,6 +274,8 @@ macro_rules! declare_options {
                 default: $dflt_text,
                 doc: concat!($($doc),+).trim_ascii_start(),
                 runtime: $rt,
+                min: $min,
+                max: $max,
             }, )+
         ];
     };
@@ -317,15 +341,22 @@ pub fn apply_env(opts: &mut Options) {
         parse_into(opts, text, &mut |pair, err| {
             let mut line = BufWriter::<320>::new();
             let shown = &pair[..pair.len().min(200)];
-            let _ = writeln!(
-                line,
-                "ufence: warning: {} in UFENCE_OPTIONS: '{}'; keeping the default",
-                match err {
-                    OptionError::UnknownKey => "unknown option",
-                    OptionError::BadValue => "bad value",
-                },
-                crate::fmt::Escaped(shown)
-            );
+            let _ = match err {
+                OptionError::UnknownKey => writeln!(
+                    line,
+                    "ufence: warning: unknown option in UFENCE_OPTIONS: '{}'; ignored",
+                    crate::fmt::Escaped(shown)
+                ),
+                OptionError::BadValue => {
+                    let key = pair.split(|&c| c == b'=').next().unwrap_or_default();
+                    writeln!(
+                        line,
+                        "ufence: warning: bad value in UFENCE_OPTIONS: '{}' (expects {}); keeping the default",
+                        crate::fmt::Escaped(shown),
+                        OptionSpec::find(key).map_or(&"a value" as &dyn core::fmt::Display, |s| s as _)
+                    )
+                }
+            };
             crate::sys::write_all(2, line.as_bytes());
         });
     }

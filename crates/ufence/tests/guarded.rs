@@ -960,7 +960,12 @@ fn t_options_warn() {
     assert_eq!(warnings.len(), 3, "{}", r.dump());
     assert!(warnings[0].contains("unknown option") && warnings[0].contains("'bogus=1'"));
     assert!(warnings[1].contains("bad value") && warnings[1].contains("'sample_rate=abc'"));
-    assert!(warnings[2].contains("bad value") && warnings[2].contains("'num_objects=0'"));
+    assert!(
+        warnings[2].contains("bad value")
+            && warnings[2].contains("'num_objects=0' (expects an integer from 1 to 65535)"),
+        "{}",
+        warnings[2]
+    );
     assert!(
         r.out.contains("num_objects=255 sample_rate=1"),
         "{}",
