@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,6 +68,11 @@ int main(int argc, char **argv) {
         t[i] = now_us() - t0;
     }
     qsort(t, n, sizeof(double), cmp);
-    printf("%s %.1f %.1f\n", mode, t[n / 2], t[0]);
+    struct rusage self, kids;
+    getrusage(RUSAGE_SELF, &self);
+    getrusage(RUSAGE_CHILDREN, &kids);
+#define US(tv) ((tv).tv_sec * 1e6 + (tv).tv_usec)
+    printf("%s %.1f %.1f cpu/op: parent %.1f child %.1f\n", mode, t[n / 2], t[0],
+           (US(self.ru_utime) + US(self.ru_stime)) / n, (US(kids.ru_utime) + US(kids.ru_stime)) / n); printf("minflt/child %.1f parent %.1f\n", (double)kids.ru_minflt / n, (double)self.ru_minflt / n);
     return 0;
 }

@@ -592,6 +592,46 @@ fn a_forked_child_gets_a_block_of_its_own() {
 }
 
 #[test]
+fn children_are_published_once_they_sample_and_never_if_they_exec_or_exit_first() {
+    let rt = runtime_dir("spawn");
+    let mut svc = start(&rt, "sample_rate=1", "spawn");
+    let mut line = String::new();
+    svc.out.read_line(&mut line).unwrap();
+    let child: u32 = line.trim().strip_prefix("child ").unwrap().parse().unwrap();
+    line.clear();
+    svc.out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "spawned");
+    wait_for(&rt.join(format!("{child}.ufence")));
+    // The 20 children that exec'd a program without ufence or _exit'ed before sampling left
+    // nothing: only the parent's and the running child's files are there.
+    let mut files: Vec<String> = std::fs::read_dir(&rt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    let mut want = vec![format!("{}.ufence", svc.pid), format!("{child}.ufence")];
+    want.sort();
+    assert_eq!(files, want);
+    let out = ufence(&rt, &["ps"]);
+    assert!(text(&out.stderr).is_empty(), "{}", text(&out.stderr));
+    // The child's table holds the 16 objects it inherited, with their stacks, and its counters
+    // agree with it.
+    for pid in [svc.pid, child] {
+        let objects = ok(&rt, &["objects", &pid.to_string()]);
+        let kept = objects.matches("size=4000,").count();
+        assert_eq!(kept, 16, "pid {pid}:\n{objects}");
+        assert!(objects.contains("make_node"), "{objects}");
+    }
+    let json = ok(&rt, &["stats", &child.to_string(), "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["pid"], child);
+    assert!(
+        v["stats"]["currently_allocated"].as_u64().unwrap() >= 16,
+        "{v}"
+    );
+}
+
+#[test]
 fn hostile_and_foreign_files_are_refused() {
     let rt = runtime_dir("hostile");
     // A real block to damage.

@@ -1885,3 +1885,29 @@ fn rust_stack_overflow_message_survives_the_preload() {
         out.assert_signal(6);
     }
 }
+
+/// Every library the preload needs is loaded into every process it is put into, at every
+/// start: it needs only the C library, the loader and libgcc_s (the unwinder for stacks). In
+/// particular not libm, which a C program may not link otherwise (the sampler's logarithms are
+/// ufence's own).
+#[test]
+fn the_preload_needs_no_library_beyond_libc_and_the_unwinder() {
+    let out = Command::new("readelf")
+        .arg("-dW")
+        .arg(library())
+        .output()
+        .expect("readelf (binutils)");
+    assert!(out.status.success());
+    let dynamic = String::from_utf8_lossy(&out.stdout);
+    let mut needed: Vec<&str> = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.strip_suffix(']'))
+        .collect();
+    needed.sort();
+    assert_eq!(
+        needed,
+        ["ld-linux-x86-64.so.2", "libc.so.6", "libgcc_s.so.1"],
+        "{dynamic}"
+    );
+}

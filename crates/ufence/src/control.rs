@@ -13,6 +13,10 @@
 //! crashed process's last counters and objects can still be read; the command tells such a
 //! stale file from a live one by whether its process still maps it.
 //!
+//! A forked child gets a block of its own at once (see [`fork_child`]), but as an unnamed file
+//! that takes its name at the child's first sampling slow path: most children exec or exit
+//! before that, and then they cost no file name, no removal, and leave nothing behind.
+//!
 //! If the file cannot be created, the block is an anonymous mapping: the process runs on, only
 //! invisible to the command. The layout is `#[repr(C)]`, made of integers only (any bytes are
 //! a valid block, so a reader need not trust the writer), and versioned with a magic number.
@@ -23,7 +27,7 @@ use crate::options::Options;
 use crate::sys;
 use core::cell::UnsafeCell;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
+use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering::*};
 
 pub use crate::pool::{Record, Slot, ALLOCATED, FREED, FREEING, UNUSED};
 pub use crate::sampler::{Flag, Knobs};
@@ -159,11 +163,22 @@ static DIR: SavedDir = SavedDir(UnsafeCell::new(BufWriter::new()));
 
 /// This process's block, once created.
 static BLOCK: AtomicPtr<Block> = AtomicPtr::new(core::ptr::null_mut());
-/// Whether the block is backed by a file (so that exit removes it).
-struct Published(UnsafeCell<bool>);
-// SAFETY: written only at start (one thread) and in a forked child (one thread).
-unsafe impl Sync for Published {}
-static PUBLISHED: Published = Published(UnsafeCell::new(false));
+/// How the block is backed, in [`FILE`].
+/// Anonymous memory: nothing to name or remove (the file could not be had).
+const ANONYMOUS: u8 = 0;
+/// An unnamed file (a forked child's, see [`fork_child`]), open as [`FD`]; named at the child's
+/// first visit to the sampling slow path.
+const UNNAMED: u8 = 1;
+/// A thread is naming it.
+const NAMING: u8 = 2;
+/// `<dir>/<pid>.ufence`: removed at exit.
+const NAMED: u8 = 3;
+static FILE: AtomicU8 = AtomicU8::new(ANONYMOUS);
+/// The unnamed file's descriptor while [`FILE`] is [`UNNAMED`] or [`NAMING`], and its device
+/// and inode: the program may close that number and open another file under it.
+static FD: AtomicI32 = AtomicI32::new(-1);
+static FD_DEV: AtomicU64 = AtomicU64::new(0);
+static FD_INO: AtomicU64 = AtomicU64::new(0);
 
 /// This process's block, once ufence has started.
 pub fn block() -> Option<&'static Block> {
@@ -191,14 +206,7 @@ pub fn create(nslots: usize, o: &Options, preload: bool) -> Option<&'static Bloc
     let (mem, published) = match publish(sys::getpid(), len) {
         Ok(p) => (p, true),
         Err(why) => {
-            let dir = PathBuf::dir();
-            let mut line = BufWriter::<640>::new();
-            let _ = writeln!(
-                line,
-                "ufence: warning: cannot publish stats in {}: {why}; `ufence ps` will not see this process",
-                crate::fmt::Escaped(dir.buf.as_bytes().strip_suffix(b"\0").unwrap_or(b"?"))
-            );
-            sys::write_all(2, line.as_bytes());
+            warn_unpublished(why);
             (sys::map_rw(len)?, false)
         }
     };
@@ -229,8 +237,10 @@ pub fn create(nslots: usize, o: &Options, preload: bool) -> Option<&'static Bloc
         let mut text = BufWriter::<1024>::new();
         let _ = o.write_all(&mut text);
         h.options[..text.as_bytes().len()].copy_from_slice(text.as_bytes());
-        stamp(h);
-        *PUBLISHED.0.get() = published;
+        h.pid = sys::getpid();
+        h.proc_start_ticks = proc_start_ticks();
+        h.state.store(RUNNING, Relaxed);
+        FILE.store(if published { NAMED } else { ANONYMOUS }, Relaxed);
         // A reader in another process that sees the magic sees the rest.
         core::sync::atomic::fence(Release);
         (*b).header.magic = MAGIC;
@@ -239,11 +249,16 @@ pub fn create(nslots: usize, o: &Options, preload: bool) -> Option<&'static Bloc
     }
 }
 
-/// Fills the header's identity for the calling process (at start, and in a forked child).
-fn stamp(h: &mut Header) {
-    h.pid = sys::getpid();
-    h.proc_start_ticks = proc_start_ticks();
-    h.state.store(RUNNING, Relaxed);
+/// One warning line: the process runs on, invisible to the command's verbs.
+fn warn_unpublished(why: &str) {
+    let dir = PathBuf::dir();
+    let mut line = BufWriter::<640>::new();
+    let _ = writeln!(
+        line,
+        "ufence: warning: cannot publish stats in {}: {why}; `ufence ps` will not see this process",
+        crate::fmt::Escaped(dir.buf.as_bytes().strip_suffix(b"\0").unwrap_or(b"?"))
+    );
+    sys::write_all(2, line.as_bytes());
 }
 
 /// Field 22 of `/proc/self/stat`: when the process started, in clock ticks since boot.
@@ -292,10 +307,9 @@ fn publish(pid: u32, len: usize) -> Result<*mut u8, &'static str> {
 /// mapped: destructors that run after this may still allocate and free.
 pub extern "C" fn at_exit() {
     let Some(b) = block() else { return };
-    // SAFETY: PUBLISHED is only written at start and in a forked child, never concurrently
-    // with exit in the same process.
-    if !unsafe { *PUBLISHED.0.get() } || b.header.pid != sys::getpid() {
-        // Not ours: a vfork child shares its parent's block, which must stay live.
+    if FILE.load(Acquire) != NAMED || b.header.pid != sys::getpid() {
+        // Nothing to remove (an unnamed file vanishes by itself), or not ours: a vfork child
+        // shares its parent's block, which must stay live.
         return;
     }
     b.header.state.store(EXITED, Relaxed);
@@ -336,43 +350,143 @@ pub fn mirror(i: usize, slot: &Slot) {
     }
 }
 
-/// Called on the sampled paths (a sampled allocation, a pool free): a child made without the
-/// fork handlers (glibc's `_Fork`, a raw `clone`) still shares its parent's block, and would
-/// count into its parent's counters and published slots. It gets its copy here, at its first
-/// sampled operation (a system call against the microseconds a sample costs anyway).
-pub fn ensure_own() {
-    if let Some(b) = block() {
-        if b.header.pid != sys::getpid() {
-            fork_child();
+/// Whether this block belongs to another process: a child made without the fork handlers
+/// (glibc's `_Fork`, a raw `clone`) still shares its parent's, and would count into its
+/// parent's counters and published slots until it calls [`fork_child`].
+pub fn inherited() -> bool {
+    block().is_some_and(|b| b.header.pid != sys::getpid())
+}
+
+/// In a forked child: the block is a shared mapping of the parent's file, so the child would
+/// count into its parent's counters. Gives the child a block of its own, mapped at the same
+/// address so that every pointer into it stays valid: the header, knobs and counters are
+/// copied; the slot table starts empty, for the caller to fill from the pool's own slots (a
+/// copy of the parent's table would read every page of it). The new block is an unnamed file,
+/// named at the child's first sampling slow path ([`name_if_unnamed`]): most children exec or
+/// exit first, and then it costs no name, no removal, and leaves nothing after an exec.
+///
+/// Only system calls and copies. `single_threaded` (the fork handler's case) allows closing
+/// the descriptor of the parent's file, if it had one; after a raw fork, threads may already
+/// run and that number may be the program's by now. (A named file's descriptor stays open for
+/// the same reason: between checking and closing it, another thread could reuse the number.)
+/// Returns whether the child has its own block.
+pub fn fork_child(single_threaded: bool) -> bool {
+    let Some(b) = block() else { return false };
+    let inherited_fd = FD.load(Relaxed);
+    if single_threaded && owns_fd(inherited_fd) {
+        sys::close(inherited_fd);
+    }
+    FILE.store(ANONYMOUS, Relaxed);
+    FD.store(-1, Relaxed);
+    let len = b.header.file_len as usize;
+    let old = b as *const Block as *mut u8;
+    let file = unnamed_file(len);
+    let fresh = match file {
+        Ok((_, p)) => p,
+        Err(_) => match sys::map_rw(len) {
+            Some(p) => p,
+            None => return false,
+        },
+    };
+    // SAFETY: `fresh` is a new zeroed mapping of `len` bytes and `old` the block's own mapping
+    // of the same length; they do not overlap, and a Block fits in both. Other threads (after a
+    // raw fork) may bump counters during the copy: a count may be lost, nothing is torn. After
+    // the move the block's address is unchanged.
+    unsafe {
+        core::ptr::copy_nonoverlapping(old, fresh, core::mem::size_of::<Block>());
+        let h = &mut (*fresh.cast::<Block>()).header;
+        h.pid = sys::getpid();
+        // Read when the file is named: this costs a file read, and only a named file is read.
+        h.proc_start_ticks = 0;
+        h.state.store(RUNNING, Relaxed);
+        if !sys::move_mapping(fresh, len, old) {
+            sys::unmap(fresh, len);
+            if let Ok((fd, _)) = file {
+                sys::close(fd);
+            }
+            return false;
+        }
+    }
+    if let Ok((fd, _)) = file {
+        let (dev, ino) = sys::file_id(fd).unwrap_or((0, 0));
+        FD_DEV.store(dev, Relaxed);
+        FD_INO.store(ino, Relaxed);
+        FD.store(fd, Relaxed);
+        FILE.store(UNNAMED, Release);
+    }
+    true
+}
+
+/// An unnamed file of `len` bytes in the runtime directory, and its shared mapping.
+fn unnamed_file(len: usize) -> Result<(i32, *mut u8), &'static str> {
+    let dir = PathBuf::dir();
+    let dirfd = sys::open_private_dir(dir.c_str().ok_or("path too long")?, false)?;
+    let fd = sys::create_unnamed_file(dirfd, len);
+    sys::close(dirfd);
+    let fd = fd?;
+    match sys::map_shared(fd, len) {
+        Some(p) => Ok((fd, p)),
+        None => {
+            sys::close(fd);
+            Err("cannot map the file")
         }
     }
 }
 
-/// In a forked child: the block is a shared mapping of the parent's file, so the child would
-/// count into its parent's counters. Give the child a file of its own, with a copy of the
-/// block, mapped at the same address so that every pointer into it stays valid. Only system
-/// calls and a copy: safe after fork in a multi-threaded parent.
-pub fn fork_child() {
-    let Some(b) = block() else { return };
-    let len = b.header.file_len as usize;
-    let old = b as *const Block as *mut u8;
-    let (fresh, published) = match publish(sys::getpid(), len) {
-        Ok(p) => (p, true),
-        Err(_) => match sys::map_rw(len) {
-            Some(p) => (p, false),
-            None => return,
-        },
+/// Whether `fd` is still the unnamed file this process created.
+fn owns_fd(fd: i32) -> bool {
+    fd >= 0 && sys::file_id(fd) == Some((FD_DEV.load(Relaxed), FD_INO.load(Relaxed)))
+}
+
+/// Called on every visit to the sampling slow path (once per interval, or on the idle
+/// recheck): one load, unless a forked child's file still waits for its name.
+pub fn name_if_unnamed() {
+    if FILE.load(Relaxed) == UNNAMED {
+        name();
+    }
+}
+
+#[cold]
+fn name() {
+    if FILE
+        .compare_exchange(UNNAMED, NAMING, Acquire, Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    let fd = FD.load(Relaxed);
+    let named = match block() {
+        Some(b) if owns_fd(fd) && b.header.pid == sys::getpid() => {
+            let h = &b.header as *const Header as *mut Header;
+            // SAFETY: proc_start_ticks is a plain integer of our own block, written only here
+            // and by fork_child in this process; readers outside copy it.
+            unsafe { (*h).proc_start_ticks = proc_start_ticks() };
+            let dir = PathBuf::dir();
+            let name = PathBuf::file_name(b.header.pid);
+            match (dir.c_str(), name.c_str()) {
+                (Some(d), Some(n)) => match sys::open_private_dir(d, false) {
+                    Ok(dirfd) => {
+                        let ok = sys::link_fd(fd, dirfd, n);
+                        sys::close(dirfd);
+                        if ok {
+                            Ok(())
+                        } else {
+                            Err("cannot name the file")
+                        }
+                    }
+                    Err(why) => Err(why),
+                },
+                _ => Err("path too long"),
+            }
+        }
+        // The program closed the descriptor, or put another file under its number.
+        _ => Err("the file's descriptor was closed"),
     };
-    // SAFETY: `fresh` is a new mapping of `len` bytes and `old` the block's own mapping of the
-    // same length; they do not overlap. The child is single-threaded here, so nothing writes
-    // the block during the copy; after the move the block's address is unchanged.
-    unsafe {
-        core::ptr::copy_nonoverlapping(old, fresh, len);
-        stamp(&mut (*fresh.cast::<Block>()).header);
-        if sys::move_mapping(fresh, len, old) {
-            *PUBLISHED.0.get() = published;
-        } else {
-            sys::unmap(fresh, len);
+    match named {
+        Ok(()) => FILE.store(NAMED, Release),
+        Err(why) => {
+            FILE.store(ANONYMOUS, Release);
+            warn_unpublished(why);
         }
     }
 }

@@ -225,7 +225,29 @@ extern "C" fn fork_child() {
     if let Some(p) = pool() {
         p.lock.reset();
     }
-    control::fork_child();
+    if control::fork_child(true) {
+        mirror_all();
+    }
+}
+
+/// After a raw fork (no fork handlers ran), on the child's first sampled operation: take a
+/// block of its own, as `fork_child` does. A system call against the microseconds a sample
+/// costs anyway.
+fn ensure_own() {
+    if control::inherited() && control::fork_child(false) {
+        mirror_all();
+    }
+}
+
+/// Fills a forked child's fresh slot table from the pool's own slots: only those ever handed
+/// out, as the rest are zero (unused) in both; reading them all would fault in the whole
+/// private table in every child.
+fn mirror_all() {
+    if let Some(p) = pool() {
+        for i in p.ever_used() {
+            control::mirror(i, p.slot(i));
+        }
+    }
 }
 
 /// The slow path of an allocation, after `sampler::tick` said so. Returns a pool object, or
@@ -235,6 +257,7 @@ extern "C" fn fork_child() {
 pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
     sampler::hold();
     let ready = ensure_started(defaults);
+    control::name_if_unnamed();
     let page = sys::page_size();
     let fit = if size == 0 || size > page || align > page {
         Fit::Incompatible
@@ -312,7 +335,7 @@ fn within_budget(now: u64) -> bool {
 }
 
 fn pool_alloc(pool: &Pool, size: usize, align: usize, stack: Stack, site: u64) -> *mut u8 {
-    control::ensure_own();
+    ensure_own();
     let Some(i) = pool.pop() else {
         Counters::bump(&counters().skipped_capacity);
         return core::ptr::null_mut();
@@ -366,7 +389,7 @@ pub fn free_slow(p: *mut u8) {
     let entry_sp = stack::approx_sp();
     if let Some(pool) = pool() {
         let t0 = sys::now_ns();
-        control::ensure_own();
+        ensure_own();
         free_in_pool(pool, p as usize, entry_sp);
         counters().pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
     }

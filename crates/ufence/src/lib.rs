@@ -27,6 +27,7 @@ mod detector;
 pub mod dwarf;
 mod fault;
 mod json_report;
+mod math;
 mod pool;
 mod report;
 mod sampler;

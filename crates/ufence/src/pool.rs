@@ -13,7 +13,7 @@
 use crate::stack::{Packed, Stack};
 use crate::sys;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 /// Never used since start.
 pub const UNUSED: u8 = 0;
@@ -179,6 +179,9 @@ pub struct Pool {
     fifo_len: AtomicUsize,
     /// One flag per guard page: set when the fault handler opened it to let a program go on.
     guards: *const AtomicBool,
+    /// One bit per slot, set when the slot is first handed out: a forked child republishes the
+    /// slots in use without reading (and faulting in) the whole table.
+    ever_used: *const AtomicU64,
     pub lock: SpinLock,
     /// The allocation sites of the objects in the pool (see `covered`).
     pub covered: crate::covered::Covered,
@@ -197,7 +200,9 @@ impl Pool {
     pub fn new(nslots: usize, seed: u64, slots: *mut Slot) -> Option<Pool> {
         let page = sys::page_size();
         let len = (2 * nslots + 1) * page;
-        let meta_len = (nslots * 4 + nslots + 1).div_ceil(page) * page;
+        // The ring (nslots u32s), the guard flags (nslots + 1 bytes), then the used-slot bits.
+        let bits_offset = (nslots * 4 + nslots + 1).next_multiple_of(8);
+        let meta_len = (bits_offset + nslots.div_ceil(64) * 8).div_ceil(page) * page;
         let meta = sys::map_rw(meta_len)?;
         let covered = crate::covered::Covered::new(nslots);
         let base = covered.as_ref().and_then(|_| sys::map_none(len));
@@ -206,11 +211,13 @@ impl Pool {
             unsafe { sys::unmap(meta, meta_len) };
             return None;
         };
-        // SAFETY: the private mapping holds nslots u32s then nslots + 1 flags, zeroed by the
-        // kernel (a valid state for both) and ours alone.
+        // SAFETY: the private mapping holds nslots u32s, nslots + 1 flags and the used-slot
+        // words, zeroed by the kernel (a valid state for all three) and ours alone.
         let fifo = meta.cast::<u32>();
         // SAFETY: the guard flags follow the ring inside the same zeroed mapping.
         let guards = unsafe { fifo.add(nslots).cast::<AtomicBool>() };
+        // SAFETY: the words start at an 8-aligned offset inside the same mapping.
+        let ever_used = unsafe { meta.add(bits_offset).cast::<AtomicU64>() };
         // The initial order is shuffled (as newer kernels do) so that the first objects of a
         // fleet's processes do not all land in the same slots.
         // SAFETY: fifo has room for nslots u32s (see above).
@@ -237,6 +244,7 @@ impl Pool {
             fifo_head: UnsafeCell::new(0),
             fifo_len: AtomicUsize::new(nslots),
             guards,
+            ever_used,
             lock: SpinLock::new(),
             covered,
         })
@@ -310,11 +318,23 @@ impl Pool {
                 let i = *self.fifo.add(*head);
                 *head = (*head + 1) % self.nslots;
                 self.fifo_len.store(len - 1, Ordering::Relaxed);
+                (*self.ever_used.add(i as usize / 64)).fetch_or(1 << (i % 64), Ordering::Relaxed);
                 Some(i as usize)
             }
         };
         self.lock.unlock();
         r
+    }
+
+    /// The slots that have ever been handed out (the others are still all zero), in order.
+    pub fn ever_used(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.nslots.div_ceil(64)).flat_map(move |w| {
+            // SAFETY: w < nslots.div_ceil(64), the number of words reserved in `new`.
+            let bits = unsafe { (*self.ever_used.add(w)).load(Ordering::Relaxed) };
+            (0..64)
+                .filter(move |b| bits & (1 << b) != 0)
+                .map(move |b| w * 64 + b)
+        })
     }
 
     /// Returns a slot to the tail of the FIFO.

@@ -277,7 +277,7 @@ impl Knobs {
         }
         let x = (occupancy_permille.min(1000) - 500) as f64 / 500.0;
         let ratio = max as f64 / base.max(1) as f64;
-        ((base as f64) * ratio.powf(x)) as u64
+        ((base as f64) * crate::math::pow(ratio, x)) as u64
     }
 
     /// Changes the interval; a shorter interval takes effect at once.
@@ -507,8 +507,10 @@ impl ThreadState {
         }
         let u = ((self.next_random() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
         let p = 1.0 / rate as f64;
-        let n = (u.ln() / (-p).ln_1p()).ceil();
-        n.clamp(1.0, (i64::MAX / 4) as f64) as i64
+        let q = (crate::math::ln(u) / crate::math::ln_1p(-p)).clamp(1.0, (i64::MAX / 4) as f64);
+        // The ceiling, by truncation (`ceil` would be a libm call on baseline x86-64).
+        let n = q as i64;
+        n + i64::from((n as f64) < q)
     }
 }
 

@@ -677,6 +677,68 @@ pub fn create_private_file(
     }
 }
 
+/// Creates an unnamed file in the directory `dir` (`O_TMPFILE`, mode 0600) with `len` bytes of
+/// reserved storage, as `create_private_file` does. It has no name until `link_fd` gives it
+/// one, and vanishes with its last descriptor and mapping: a forked child that execs or exits
+/// at once leaves nothing behind.
+pub fn create_unnamed_file(dir: i32, len: usize) -> Result<i32, &'static str> {
+    // SAFETY: openat/fallocate/close on a directory descriptor we hold; the new descriptor is
+    // closed on the failure path.
+    unsafe {
+        let fd = libc::openat(
+            dir,
+            c".".as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+            0o600,
+        );
+        if fd < 0 {
+            return Err("cannot create an unnamed file");
+        }
+        if libc::fallocate(fd, 0, 0, len as libc::off_t) != 0 {
+            libc::close(fd);
+            return Err("no room for the file");
+        }
+        Ok(fd)
+    }
+}
+
+/// Gives the unnamed file `fd` the name `name` in the directory `dir`, replacing a file of that
+/// name left by an earlier process. Goes through `/proc/self/fd`, as linkat(2) documents for
+/// `O_TMPFILE` files (`AT_EMPTY_PATH` would need CAP_DAC_READ_SEARCH).
+pub fn link_fd(fd: i32, dir: i32, name: &core::ffi::CStr) -> bool {
+    let mut path = crate::fmt::BufWriter::<32>::new();
+    if core::fmt::Write::write_fmt(&mut path, format_args!("/proc/self/fd/{fd}\0")).is_err() {
+        return false;
+    }
+    let link = || {
+        // SAFETY: two NUL-terminated paths and a directory descriptor we hold.
+        unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                path.as_bytes().as_ptr().cast(),
+                dir,
+                name.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            ) == 0
+        }
+    };
+    link()
+        || (errno() == libc::EEXIST && {
+            unlink_at(dir, name);
+            link()
+        })
+}
+
+/// The device and inode of the open file `fd`, to tell it from a file the program opened later
+/// under the same number; None if `fd` is not open.
+pub fn file_id(fd: i32) -> Option<(u64, u64)> {
+    // SAFETY: fstat into a zeroed out-struct.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        (libc::fstat(fd, &mut st) == 0).then_some((st.st_dev, st.st_ino))
+    }
+}
+
 /// Maps `len` bytes of the file `fd` shared, readable and writable.
 pub fn map_shared(fd: i32, len: usize) -> Option<*mut u8> {
     // SAFETY: a new shared mapping of a file we own at a kernel-chosen address.

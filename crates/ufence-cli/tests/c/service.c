@@ -7,6 +7,9 @@
  *   service rawfork fork without glibc's fork handlers (a raw system call); both sides free
  *                   the same inherited objects, then exit
  *   service crash   run ~300 ms, then read a freed object (with on_error=abort: SIGABRT)
+ *   service spawn   keep 16 objects of 4000 bytes; start 20 children that never sample (half
+ *                   exec a shell without the preload, half _exit at once), then fork one
+ *                   child that runs; print "child PID" and "spawned", and run
  * SERVICE_EXIT_AFTER_MS=N ends the run after N ms. */
 #include <signal.h>
 #include <stdio.h>
@@ -79,6 +82,37 @@ int main(int argc, char **argv) {
         if (c == 0) _exit(0);
         waitpid(c, NULL, 0);
         printf("done\n");
+        return 0;
+    }
+    if (strcmp(mode, "spawn") == 0) {
+        static char *kept[16];
+        for (int i = 0; i < 16; i++) kept[i] = make_node(4000);
+        for (int i = 0; i < 20; i++) {
+            pid_t c = fork();
+            if (c == 0) {
+                if (i % 2 == 0) {
+                    char *env[] = {"PATH=/usr/bin:/bin", NULL};
+                    execle("/bin/sh", "sh", "-c", "exit 0", (char *)0, env);
+                }
+                _exit(0);
+            }
+            waitpid(c, NULL, 0);
+        }
+        pid_t c = fork();
+        if (c == 0) {
+            printf("child %d\n", (int)getpid());
+            fflush(stdout);
+            serve(0, 0);
+            return 0;
+        }
+        waitpid(-1, NULL, WNOHANG);
+        /* After the child's line: the parent's stdout buffer was copied into the child. */
+        usleep(100000);
+        printf("spawned\n");
+        fflush(stdout);
+        serve(0, 0);
+        kill(c, SIGTERM);
+        waitpid(c, NULL, 0);
         return 0;
     }
     if (strcmp(mode, "fork") == 0) {
