@@ -53,6 +53,18 @@ struct Svc {
 
 impl Drop for Svc {
     fn drop(&mut self) {
+        // SIGTERM first: the service stops its children and exits normally.
+        let _ = Command::new("kill")
+            .arg(self.pid.to_string())
+            .stderr(Stdio::null())
+            .status();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(2) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -629,6 +641,29 @@ fn children_are_published_once_they_sample_and_never_if_they_exec_or_exit_first(
         v["stats"]["currently_allocated"].as_u64().unwrap() >= 16,
         "{v}"
     );
+}
+
+#[test]
+fn a_child_that_closes_every_descriptor_is_still_published() {
+    let rt = runtime_dir("daemon");
+    let mut svc = start(&rt, "sample_interval=2", "daemon");
+    let mut line = String::new();
+    svc.out.read_line(&mut line).unwrap();
+    let child: u32 = line.trim().strip_prefix("child ").unwrap().parse().unwrap();
+    wait_for(&rt.join(format!("{child}.ufence")));
+    // Its own block, live, sampling, and settable, with nothing printed about it.
+    let ps = ok(&rt, &["ps"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with(&format!("{child:>7}  live"))),
+        "{ps}"
+    );
+    assert!(sampling_rate(&rt, child, 0.5) > 20);
+    ok(&rt, &["set", &child.to_string(), "enabled=0"]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(sampling_rate(&rt, child, 0.5), 0);
+    assert!(sampling_rate(&rt, svc.pid, 0.5) > 20);
+    drop(svc);
 }
 
 #[test]

@@ -313,8 +313,13 @@ pub extern "C" fn at_exit() {
         return;
     }
     b.header.state.store(EXITED, Relaxed);
+    withdraw(b.header.pid);
+}
+
+/// Removes `<dir>/<pid>.ufence`.
+fn withdraw(pid: u32) {
     let dir = PathBuf::dir();
-    let name = PathBuf::file_name(b.header.pid);
+    let name = PathBuf::file_name(pid);
     if let (Some(d), Some(n)) = (dir.c_str(), name.c_str()) {
         if let Ok(fd) = sys::open_private_dir(d, false) {
             sys::unlink_at(fd, n);
@@ -448,39 +453,31 @@ pub fn name_if_unnamed() {
 
 #[cold]
 fn name() {
+    let Some(b) = block() else { return };
+    if b.header.pid != sys::getpid() {
+        // A vfork child sharing its parent's memory: the naming is the parent's to do.
+        return;
+    }
     if FILE
         .compare_exchange(UNNAMED, NAMING, Acquire, Relaxed)
         .is_err()
     {
         return;
     }
+    let h = &b.header as *const Header as *mut Header;
+    // SAFETY: proc_start_ticks is a plain integer of our own block, written only here and by
+    // fork_child in this process; readers outside copy it.
+    unsafe { (*h).proc_start_ticks = proc_start_ticks() };
     let fd = FD.load(Relaxed);
-    let named = match block() {
-        Some(b) if owns_fd(fd) && b.header.pid == sys::getpid() => {
-            let h = &b.header as *const Header as *mut Header;
-            // SAFETY: proc_start_ticks is a plain integer of our own block, written only here
-            // and by fork_child in this process; readers outside copy it.
-            unsafe { (*h).proc_start_ticks = proc_start_ticks() };
-            let dir = PathBuf::dir();
-            let name = PathBuf::file_name(b.header.pid);
-            match (dir.c_str(), name.c_str()) {
-                (Some(d), Some(n)) => match sys::open_private_dir(d, false) {
-                    Ok(dirfd) => {
-                        let ok = sys::link_fd(fd, dirfd, n);
-                        sys::close(dirfd);
-                        if ok {
-                            Ok(())
-                        } else {
-                            Err("cannot name the file")
-                        }
-                    }
-                    Err(why) => Err(why),
-                },
-                _ => Err("path too long"),
-            }
-        }
-        // The program closed the descriptor, or put another file under its number.
-        _ => Err("the file's descriptor was closed"),
+    let named = if owns_fd(fd) {
+        link(fd, b.header.pid)
+    } else {
+        // The program closed the descriptor (daemons close every descriptor after their
+        // forks), or put another file under its number: publish a copy instead. Another
+        // thread's counter bump or slot change during the copy may be missing from the file;
+        // the pool itself is private and unaffected.
+        FD.store(-1, Relaxed);
+        republish(b)
     };
     match named {
         Ok(()) => FILE.store(NAMED, Release),
@@ -489,4 +486,37 @@ fn name() {
             warn_unpublished(why);
         }
     }
+}
+
+/// Gives the unnamed file `fd` its name, `<dir>/<pid>.ufence`.
+fn link(fd: i32, pid: u32) -> Result<(), &'static str> {
+    let dir = PathBuf::dir();
+    let name = PathBuf::file_name(pid);
+    let (Some(d), Some(n)) = (dir.c_str(), name.c_str()) else {
+        return Err("path too long");
+    };
+    let dirfd = sys::open_private_dir(d, false)?;
+    let ok = sys::link_fd(fd, dirfd, n);
+    sys::close(dirfd);
+    ok.then_some(()).ok_or("cannot name the file")
+}
+
+/// Moves the block into a new named file: a copy, mapped over the old block's address.
+fn republish(b: &Block) -> Result<(), &'static str> {
+    let len = b.header.file_len as usize;
+    let old = b as *const Block as *mut u8;
+    let fresh = publish(b.header.pid, len)?;
+    // SAFETY: `fresh` is a new mapping of `len` bytes, `old` the block's own mapping of the
+    // same length; they do not overlap. Concurrent writers of `old` may be lost (see `name`),
+    // never torn beyond one slot's copy. After the move the block's address is unchanged.
+    unsafe {
+        core::ptr::copy_nonoverlapping(old, fresh, len);
+        if sys::move_mapping(fresh, len, old) {
+            return Ok(());
+        }
+        sys::unmap(fresh, len);
+    }
+    // The name was given to a file that could not be moved into place.
+    withdraw(b.header.pid);
+    Err("cannot map the file")
 }

@@ -10,8 +10,11 @@
  *   service spawn   keep 16 objects of 4000 bytes; start 20 children that never sample (half
  *                   exec a shell without the preload, half _exit at once), then fork one
  *                   child that runs; print "child PID" and "spawned", and run
+ *   service daemon  fork a child that closes every descriptor above 2, as daemons do, and
+ *                   runs; print "child PID", and run
  * SERVICE_EXIT_AFTER_MS=N ends the run after N ms. */
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +103,7 @@ int main(int argc, char **argv) {
         }
         pid_t c = fork();
         if (c == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
             printf("child %d\n", (int)getpid());
             fflush(stdout);
             serve(0, 0);
@@ -115,9 +119,25 @@ int main(int argc, char **argv) {
         waitpid(c, NULL, 0);
         return 0;
     }
+    if (strcmp(mode, "daemon") == 0) {
+        pid_t c = fork();
+        if (c == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            for (int fd = 3; fd < 1024; fd++) close(fd);
+            printf("child %d\n", (int)getpid());
+            fflush(stdout);
+            serve(0, 0);
+            return 0;
+        }
+        serve(0, 0);
+        kill(c, SIGTERM);
+        waitpid(c, NULL, 0);
+        return 0;
+    }
     if (strcmp(mode, "fork") == 0) {
         pid_t c = fork();
         if (c == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
             printf("child %d\n", (int)getpid());
             fflush(stdout);
             serve(0, 0);
