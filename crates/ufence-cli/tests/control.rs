@@ -667,6 +667,55 @@ fn a_child_that_closes_every_descriptor_is_still_published() {
 }
 
 #[test]
+fn a_full_runtime_file_system_costs_slots_in_the_file_never_the_program() {
+    // A 12 KiB tmpfs holds the header page and two pages of the slot table (about a dozen of
+    // the 255 slots). Writing a page of a sparse shared file there beyond that would be a
+    // SIGBUS in the program's allocator; ufence backs each page before writing it instead.
+    let rt = runtime_dir("full");
+    std::fs::create_dir_all(&rt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=12k,mode=0700", "tmpfs"])
+        .arg(&rt)
+        .output();
+    if !mounted.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: cannot mount a tmpfs here (needs CAP_SYS_ADMIN)");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&rt);
+    let mut svc = start(&rt, "sample_rate=1:max_overhead=0", "hoard");
+    let pid = svc.pid.to_string();
+    // The pool fills with long-lived objects; the file keeps the counters, not every slot.
+    let t = Instant::now();
+    while counter(&rt, svc.pid, "currently allocated") < 200 {
+        assert!(t.elapsed() < Duration::from_secs(10), "pool never filled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let objects = ok(&rt, &["objects", &pid]);
+    let published = objects.matches(", size=").count();
+    assert!(
+        (5..=20).contains(&published),
+        "{published} published:\n{objects}"
+    );
+    assert_eq!(objects.matches("unused").count(), 255 - published);
+    let _ = Command::new("kill").arg(&pid).status();
+    let status = svc.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "the program must end normally");
+    let mut err = String::new();
+    std::io::Read::read_to_string(svc.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!err.contains("warning"), "{err}");
+    assert!(
+        std::fs::read_dir(&rt).unwrap().next().is_none(),
+        "file left behind"
+    );
+}
+
+#[test]
 fn hostile_and_foreign_files_are_refused() {
     let rt = runtime_dir("hostile");
     // A real block to damage.

@@ -7,8 +7,11 @@
 //! effect within one interval.
 //!
 //! The runtime directory is `$UFENCE_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/ufence`, else
-//! `/dev/shm/ufence-<uid>`; it must be a private directory of ours (mode 0700). Files are
-//! created exclusively, never through a symbolic link, mode 0600, with their storage reserved.
+//! `/dev/shm/ufence-<uid>`; it must be a private directory of ours (mode 0700). A file is
+//! created unnamed (`O_TMPFILE`, mode 0600) and takes its name by a hard link once it is
+//! complete and mapped. It is sparse: each page gets its storage before its first write (so a
+//! full tmpfs means a slot left unpublished, never a SIGBUS), and a process pays memory only
+//! for the slots it has used.
 //! A file is removed at normal exit and left behind after a crash on purpose, so that a
 //! crashed process's last counters and objects can still be read; the command tells such a
 //! stale file from a live one by whether its process still maps it.
@@ -27,7 +30,9 @@ use crate::options::Options;
 use crate::sys;
 use core::cell::UnsafeCell;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering::*};
+use core::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering::*,
+};
 
 pub use crate::pool::{Record, Slot, ALLOCATED, FREED, FREEING, UNUSED};
 pub use crate::sampler::{Flag, Knobs};
@@ -180,6 +185,14 @@ static FD: AtomicI32 = AtomicI32::new(-1);
 static FD_DEV: AtomicU64 = AtomicU64::new(0);
 static FD_INO: AtomicU64 = AtomicU64::new(0);
 
+/// Which pages of the block's file have their storage (one bit per page; see [`back`]). The
+/// file is created sparse and each page is backed before its first write, so that a process
+/// pays memory for the slots it uses, not for the whole table (160 KiB at 255 slots).
+static BACKED: [AtomicU64; 160] = [const { AtomicU64::new(0) }; 160];
+/// Every page is backed (the kernel lacks `MADV_POPULATE_WRITE`, so the file was reserved
+/// whole with `fallocate`; or the block is anonymous memory).
+static ALL_BACKED: AtomicBool = AtomicBool::new(true);
+
 /// This process's block, once ufence has started.
 pub fn block() -> Option<&'static Block> {
     // SAFETY: BLOCK is null or points at a block mapped for the life of the process.
@@ -203,11 +216,15 @@ pub fn create(nslots: usize, o: &Options, preload: bool) -> Option<&'static Bloc
     let (slots_offset, len) = layout(nslots);
     // SAFETY: start runs once, on one thread, before anything reads DIR.
     unsafe { *DIR.0.get() = PathBuf::dir().buf };
-    let (mem, published) = match publish(sys::getpid(), len) {
-        Ok(p) => (p, true),
+    let (mem, fd) = match new_file(len, false, true) {
+        Ok((fd, p, all)) => {
+            reset_backing(all);
+            (p, Some(fd))
+        }
         Err(why) => {
             warn_unpublished(why);
-            (sys::map_rw(len)?, false)
+            reset_backing(true);
+            (sys::map_rw(len)?, None)
         }
     };
     let b = mem.cast::<Block>();
@@ -240,13 +257,22 @@ pub fn create(nslots: usize, o: &Options, preload: bool) -> Option<&'static Bloc
         h.pid = sys::getpid();
         h.proc_start_ticks = proc_start_ticks();
         h.state.store(RUNNING, Relaxed);
-        FILE.store(if published { NAMED } else { ANONYMOUS }, Relaxed);
+
         // A reader in another process that sees the magic sees the rest.
         core::sync::atomic::fence(Release);
         (*b).header.magic = MAGIC;
         BLOCK.store(b, Release);
-        Some(&*b)
     }
+    // Named only now, complete and mapped: a reader never sees a half-written file.
+    if let Some(fd) = fd {
+        match link(fd, sys::getpid()) {
+            Ok(()) => FILE.store(NAMED, Relaxed),
+            Err(why) => warn_unpublished(why),
+        }
+        sys::close(fd);
+    }
+    // SAFETY: just written above.
+    Some(unsafe { &*b })
 }
 
 /// One warning line: the process runs on, invisible to the command's verbs.
@@ -277,30 +303,114 @@ fn proc_start_ticks() -> u64 {
         .unwrap_or(0)
 }
 
-/// Creates and maps `<dir>/<pid>.ufence`, `len` bytes.
-fn publish(pid: u32, len: usize) -> Result<*mut u8, &'static str> {
+/// A new unnamed file of `len` bytes in the runtime directory (created first with
+/// `create_dir`), mapped, with storage for the header part or, with `all`, for everything (see
+/// [`map_backed`]). Returns its descriptor, the mapping, and whether every page is backed.
+/// [`link`] names it once it is complete.
+fn new_file(len: usize, all: bool, create_dir: bool) -> Result<(i32, *mut u8, bool), &'static str> {
     let dir = PathBuf::dir();
     let dir_path = dir.c_str().ok_or("path too long")?;
     if !dir_path.to_bytes().starts_with(b"/") {
         // A relative path would mean another directory after the program's next chdir.
         return Err("not an absolute path");
     }
-    let dirfd = sys::open_private_dir(dir_path, true)?;
-    let name = PathBuf::file_name(pid);
-    let name = name.c_str().ok_or("path too long");
-    let fd = name.and_then(|n| sys::create_private_file(dirfd, n, len));
-    let mem = fd.and_then(|fd| {
-        let m = sys::map_shared(fd, len).ok_or("cannot map the file");
-        sys::close(fd);
-        m
-    });
-    if mem.is_err() {
-        if let (Ok(n), Ok(_)) = (name, fd) {
-            sys::unlink_at(dirfd, n);
+    let dirfd = sys::open_private_dir(dir_path, create_dir)?;
+    let fd = sys::create_unnamed_file(dirfd, len);
+    sys::close(dirfd);
+    let fd = fd?;
+    match map_backed(fd, len, all) {
+        Ok((p, all)) => Ok((fd, p, all)),
+        Err(why) => {
+            sys::close(fd);
+            Err(why)
         }
     }
-    sys::close(dirfd);
-    mem
+}
+
+/// Maps the sparse file `fd` of `len` bytes and backs the pages of the header, knobs and
+/// counters (or, with `all`, every page) before anything is written there. Where the kernel
+/// cannot back pages of a mapping, the whole file is reserved instead. Returns the mapping and
+/// whether every page is backed.
+fn map_backed(fd: i32, len: usize, all: bool) -> Result<(*mut u8, bool), &'static str> {
+    let p = sys::map_shared(fd, len).ok_or("cannot map the file")?;
+    let part = if all {
+        len
+    } else {
+        core::mem::size_of::<Block>()
+    };
+    let backed = match sys::back_pages(p, part) {
+        Ok(()) => Ok(all),
+        Err(sys::NoBacking::Unsupported) if sys::reserve_file(fd, len) => Ok(true),
+        Err(_) => Err("no room for the file"),
+    };
+    if backed.is_err() {
+        // SAFETY: the mapping made above; nothing refers to it.
+        unsafe { sys::unmap(p, len) };
+    }
+    backed.map(|all| (p, all))
+}
+
+/// Forgets which pages are backed, for a new file whose header part (or, with `all`, whole
+/// length) is.
+fn reset_backing(all: bool) {
+    for w in &BACKED {
+        w.store(0, Relaxed);
+    }
+    ALL_BACKED.store(all, Relaxed);
+    let header_pages = core::mem::size_of::<Block>().div_ceil(sys::page_size());
+    for page in 0..header_pages {
+        BACKED[page / 64].fetch_or(1 << (page % 64), Relaxed);
+    }
+}
+
+/// Makes sure bytes `[off, off + len)` of block `b`'s file have storage before they are
+/// written: a system call the first time a page is used, a load after. False if there is no
+/// room, and then the caller must not write there.
+fn back(b: &Block, off: usize, len: usize) -> bool {
+    if ALL_BACKED.load(Relaxed) {
+        return true;
+    }
+    let page = sys::page_size();
+    let (first, last) = (off / page, (off + len - 1) / page);
+    if (first..=last).all(page_backed) {
+        return true;
+    }
+    let base = b as *const Block as *mut u8;
+    // SAFETY: `off + len` lies within the block's mapping (callers pass table offsets).
+    if sys::back_pages(unsafe { base.add(off) }, len).is_err() {
+        return false;
+    }
+    for pg in first..=last {
+        if let Some(w) = BACKED.get(pg / 64) {
+            w.fetch_or(1 << (pg % 64), Relaxed);
+        }
+    }
+    true
+}
+
+/// Whether page `pg` of the file is known to have storage.
+fn page_backed(pg: usize) -> bool {
+    BACKED
+        .get(pg / 64)
+        .is_some_and(|w| w.load(Relaxed) & (1 << (pg % 64)) != 0)
+}
+
+/// Where slot `i` lies in the file.
+fn slot_range(b: &Block, i: usize) -> (usize, usize) {
+    let size = core::mem::size_of::<Slot>();
+    (b.header.slots_offset as usize + i * size, size)
+}
+
+/// Backs the table's pages for slots `first..=last` in one go (a forked child about to
+/// republish its inherited slots).
+pub fn back_slots(first: usize, last: usize) {
+    let Some(b) = block() else { return };
+    let last = last.min(b.header.nslots as usize - 1);
+    if first <= last {
+        let (start, _) = slot_range(b, first);
+        let (end, size) = slot_range(b, last);
+        back(b, start, end + size - start);
+    }
 }
 
 /// Removes this process's file at normal exit (registered at start). The block itself stays
@@ -335,6 +445,11 @@ fn withdraw(pid: u32) {
 pub fn mirror(i: usize, slot: &Slot) {
     let Some(b) = block() else { return };
     if i >= b.header.nslots as usize {
+        return;
+    }
+    let (off, size) = slot_range(b, i);
+    if !back(b, off, size) {
+        // No room on the runtime file system: this slot stays unpublished.
         return;
     }
     // SAFETY: slot i of the published table lies inside the block's mapping (i < nslots); it is
@@ -385,11 +500,11 @@ pub fn fork_child(single_threaded: bool) -> bool {
     FD.store(-1, Relaxed);
     let len = b.header.file_len as usize;
     let old = b as *const Block as *mut u8;
-    let file = unnamed_file(len);
-    let fresh = match file {
-        Ok((_, p)) => p,
+    let file = new_file(len, false, false);
+    let (fresh, all_backed) = match file {
+        Ok((_, p, all)) => (p, all),
         Err(_) => match sys::map_rw(len) {
-            Some(p) => p,
+            Some(p) => (p, true),
             None => return false,
         },
     };
@@ -406,13 +521,14 @@ pub fn fork_child(single_threaded: bool) -> bool {
         h.state.store(RUNNING, Relaxed);
         if !sys::move_mapping(fresh, len, old) {
             sys::unmap(fresh, len);
-            if let Ok((fd, _)) = file {
+            if let Ok((fd, _, _)) = file {
                 sys::close(fd);
             }
             return false;
         }
     }
-    if let Ok((fd, _)) = file {
+    reset_backing(all_backed);
+    if let Ok((fd, _, _)) = file {
         let (dev, ino) = sys::file_id(fd).unwrap_or((0, 0));
         FD_DEV.store(dev, Relaxed);
         FD_INO.store(ino, Relaxed);
@@ -420,22 +536,6 @@ pub fn fork_child(single_threaded: bool) -> bool {
         FILE.store(UNNAMED, Release);
     }
     true
-}
-
-/// An unnamed file of `len` bytes in the runtime directory, and its shared mapping.
-fn unnamed_file(len: usize) -> Result<(i32, *mut u8), &'static str> {
-    let dir = PathBuf::dir();
-    let dirfd = sys::open_private_dir(dir.c_str().ok_or("path too long")?, false)?;
-    let fd = sys::create_unnamed_file(dirfd, len);
-    sys::close(dirfd);
-    let fd = fd?;
-    match sys::map_shared(fd, len) {
-        Some(p) => Ok((fd, p)),
-        None => {
-            sys::close(fd);
-            Err("cannot map the file")
-        }
-    }
 }
 
 /// Whether `fd` is still the unnamed file this process created.
@@ -501,22 +601,38 @@ fn link(fd: i32, pid: u32) -> Result<(), &'static str> {
     ok.then_some(()).ok_or("cannot name the file")
 }
 
-/// Moves the block into a new named file: a copy, mapped over the old block's address.
+/// Moves the block into a new file: a copy, mapped over the old block's address, then named.
 fn republish(b: &Block) -> Result<(), &'static str> {
     let len = b.header.file_len as usize;
     let old = b as *const Block as *mut u8;
-    let fresh = publish(b.header.pid, len)?;
-    // SAFETY: `fresh` is a new mapping of `len` bytes, `old` the block's own mapping of the
-    // same length; they do not overlap. Concurrent writers of `old` may be lost (see `name`),
-    // never torn beyond one slot's copy. After the move the block's address is unchanged.
-    unsafe {
-        core::ptr::copy_nonoverlapping(old, fresh, len);
-        if sys::move_mapping(fresh, len, old) {
-            return Ok(());
+    let (fd, fresh, _) = new_file(len, true, false)?;
+    let page = sys::page_size();
+    // SAFETY: `fresh` is a new, wholly backed mapping of `len` bytes, `old` the block's own
+    // mapping of the same length; they do not overlap. Only backed pages of `old` are read:
+    // touching a hole of a shared tmpfs mapping allocates it, which on a full tmpfs is a
+    // SIGBUS (the rest are zero in both). Concurrent writers of `old` may be lost (see
+    // `name`), never torn beyond one slot's copy. After the move the block's address is
+    // unchanged.
+    let moved = unsafe {
+        for pg in 0..len / page {
+            if ALL_BACKED.load(Relaxed) || page_backed(pg) {
+                core::ptr::copy_nonoverlapping(old.add(pg * page), fresh.add(pg * page), page);
+            }
         }
-        sys::unmap(fresh, len);
+        let moved = sys::move_mapping(fresh, len, old);
+        if !moved {
+            sys::unmap(fresh, len);
+        }
+        moved
+    };
+    if moved {
+        reset_backing(true);
     }
-    // The name was given to a file that could not be moved into place.
-    withdraw(b.header.pid);
-    Err("cannot map the file")
+    let linked = if moved {
+        link(fd, b.header.pid)
+    } else {
+        Err("cannot map the file")
+    };
+    sys::close(fd);
+    linked
 }

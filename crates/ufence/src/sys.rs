@@ -647,42 +647,12 @@ pub fn open_private_dir(path: &core::ffi::CStr, create: bool) -> Result<i32, &'s
     }
 }
 
-/// Creates `name` in the directory `dir` exclusively (never following a symbolic link, mode
-/// 0600) and gives it `len` bytes of reserved storage; a file of that name left by an earlier
-/// process is replaced. Reserving the storage up front matters on tmpfs: writing to a page of
-/// a sparse shared file when the file system is full raises SIGBUS in the writer.
-pub fn create_private_file(
-    dir: i32,
-    name: &core::ffi::CStr,
-    len: usize,
-) -> Result<i32, &'static str> {
-    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: openat/unlinkat/fallocate/close on a directory descriptor we hold and a
-    // NUL-terminated name; the new descriptor is closed on every failure path.
-    unsafe {
-        let mut fd = libc::openat(dir, name.as_ptr(), flags, 0o600);
-        if fd < 0 && errno() == libc::EEXIST {
-            libc::unlinkat(dir, name.as_ptr(), 0);
-            fd = libc::openat(dir, name.as_ptr(), flags, 0o600);
-        }
-        if fd < 0 {
-            return Err("cannot create the file");
-        }
-        if libc::fallocate(fd, 0, 0, len as libc::off_t) != 0 {
-            libc::close(fd);
-            libc::unlinkat(dir, name.as_ptr(), 0);
-            return Err("no room for the file");
-        }
-        Ok(fd)
-    }
-}
-
-/// Creates an unnamed file in the directory `dir` (`O_TMPFILE`, mode 0600) with `len` bytes of
-/// reserved storage, as `create_private_file` does. It has no name until `link_fd` gives it
-/// one, and vanishes with its last descriptor and mapping: a forked child that execs or exits
-/// at once leaves nothing behind.
+/// Creates an unnamed file in the directory `dir` (`O_TMPFILE`, mode 0600), `len` bytes long
+/// and sparse. It has no name until `link_fd` gives it one (so no reader sees it half
+/// written, and no symbolic link planted under its name is followed), and vanishes with its
+/// last descriptor and mapping: a forked child that execs or exits at once leaves nothing.
 pub fn create_unnamed_file(dir: i32, len: usize) -> Result<i32, &'static str> {
-    // SAFETY: openat/fallocate/close on a directory descriptor we hold; the new descriptor is
+    // SAFETY: openat/ftruncate/close on a directory descriptor we hold; the new descriptor is
     // closed on the failure path.
     unsafe {
         let fd = libc::openat(
@@ -694,12 +664,50 @@ pub fn create_unnamed_file(dir: i32, len: usize) -> Result<i32, &'static str> {
         if fd < 0 {
             return Err("cannot create an unnamed file");
         }
-        if libc::fallocate(fd, 0, 0, len as libc::off_t) != 0 {
+        if libc::ftruncate(fd, len as libc::off_t) != 0 {
             libc::close(fd);
-            return Err("no room for the file");
+            return Err("cannot size the file");
         }
         Ok(fd)
     }
+}
+
+/// Why `back_pages` could not back a range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoBacking {
+    /// The kernel predates `MADV_POPULATE_WRITE` (Linux 5.14): reserve with `fallocate`.
+    Unsupported,
+    /// No room (a full tmpfs), or no memory.
+    NoRoom,
+}
+
+/// Gives the pages of `[p, p + len)`, a shared mapping of a sparse file, their storage now,
+/// with an error if there is no room. Writing to a page of a sparse shared file on a full tmpfs
+/// would instead raise SIGBUS in the writer (the host program's allocator, for ufence).
+pub fn back_pages(p: *mut u8, len: usize) -> Result<(), NoBacking> {
+    let page = page_size();
+    let start = p as usize / page * page;
+    let end = (p as usize + len).next_multiple_of(page);
+    // SAFETY: the range lies within a mapping the caller owns; populating only faults pages
+    // in, as writing to them would, and reports failure instead of raising a signal.
+    let r = unsafe {
+        libc::madvise(
+            start as *mut libc::c_void,
+            end - start,
+            libc::MADV_POPULATE_WRITE,
+        )
+    };
+    match (r, errno()) {
+        (0, _) => Ok(()),
+        (_, libc::EINVAL) => Err(NoBacking::Unsupported),
+        _ => Err(NoBacking::NoRoom),
+    }
+}
+
+/// Reserves storage for the first `len` bytes of the file `fd` (the fallback of `back_pages`).
+pub fn reserve_file(fd: i32, len: usize) -> bool {
+    // SAFETY: fallocate on a descriptor the caller owns.
+    unsafe { libc::fallocate(fd, 0, 0, len as libc::off_t) == 0 }
 }
 
 /// Gives the unnamed file `fd` the name `name` in the directory `dir`, replacing a file of that
