@@ -344,6 +344,27 @@ fn map_path(line: &str) -> Option<&str> {
     Some(rest.trim())
 }
 
+/// Where process `n` published its block, from its `/proc/PID/maps`: the mapped file's
+/// directory holds `<n>.ufence` with the mapped inode. Files are created unnamed and linked
+/// later, so maps shows them as `<dir>/#INODE (deleted)`; a file created by name shows that name.
+fn published_by(n: u32) -> Option<PathBuf> {
+    let maps = fs::read_to_string(format!("/proc/{n}/maps")).ok()?;
+    let name = format!("{n}.ufence");
+    maps.lines().find_map(|line| {
+        let inode: u64 = line.split_whitespace().nth(4)?.parse().ok()?;
+        let (dir, last) = map_path(line)?.rsplit_once('/')?;
+        let unnamed = last
+            .strip_prefix('#')
+            .and_then(|l| l.strip_suffix(" (deleted)"))
+            .is_some();
+        if last != name && !unnamed {
+            return None;
+        }
+        let candidate = Path::new(dir).join(&name);
+        (candidate.symlink_metadata().ok()?.ino() == inode).then_some(candidate)
+    })
+}
+
 /// Every control file in the runtime directory, read (or the reason it could not be).
 pub fn list(dir: &Path) -> Vec<(PathBuf, Result<Snapshot, String>)> {
     let mut out = Vec::new();
@@ -392,16 +413,7 @@ pub fn for_pid(pid: &str) -> Result<Snapshot, String> {
     // been started with another environment: cron, sudo, a service manager).
     let mut path = file_of(&dir()?, n);
     if path.symlink_metadata().is_err() {
-        let suffix = format!("/{n}.ufence");
-        if let Some(found) = fs::read_to_string(format!("/proc/{n}/maps"))
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .filter_map(map_path)
-                    .find(|p| p.ends_with(&suffix))
-                    .map(PathBuf::from)
-            })
-        {
+        if let Some(found) = published_by(n) {
             path = found;
         }
     }

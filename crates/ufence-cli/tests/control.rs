@@ -716,6 +716,65 @@ fn a_full_runtime_file_system_costs_slots_in_the_file_never_the_program() {
 }
 
 #[test]
+fn a_quiet_child_of_a_busy_parent_is_published_promptly_and_found_from_anywhere() {
+    // The parent's clock checks are 65,536 allocations apart when it forks; the child
+    // allocates 100 times a second and must not wait ten minutes to plan at its own rate.
+    let rt = runtime_dir("quietchild");
+    let mut svc = start(&rt, "sample_interval=5", "quietchild");
+    let mut line = String::new();
+    svc.out.read_line(&mut line).unwrap();
+    let child: u32 = line.trim().strip_prefix("child ").unwrap().parse().unwrap();
+    let t = Instant::now();
+    wait_for(&rt.join(format!("{child}.ufence")));
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // Found through the process's own maps by a command with another runtime directory (cron,
+    // sudo): the file was created unnamed, so maps shows `#INODE (deleted)`.
+    let other = Command::new(env!("CARGO_BIN_EXE_ufence"))
+        .args(["stats", &child.to_string(), "--format", "json"])
+        .env("UFENCE_RUNTIME_DIR", "/nonexistent/elsewhere")
+        .output()
+        .unwrap();
+    assert!(other.status.success(), "{}", text(&other.stderr));
+    let v: serde_json::Value = serde_json::from_str(&text(&other.stdout)).unwrap();
+    assert_eq!(v["pid"], child);
+}
+
+#[test]
+fn forks_and_vforks_with_odd_descriptors_keep_the_program_healthy() {
+    // A parent without stdin and stdout: the child's first two opens would take 0 and 1, and
+    // a descriptor ufence kept there would receive the child's own writes to stdout.
+    let rt = runtime_dir("closedstdio");
+    let mut svc = start(&rt, "sample_rate=1:max_overhead=0", "closedstdio");
+    let status = svc.child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(svc.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.contains("child status 0"), "{err}");
+    drop(svc);
+
+    // A vfork child runs in its parent's memory: its sampled allocations must leave the
+    // parent's block, file and name alone.
+    let rt = runtime_dir("vfork");
+    let mut svc = start(&rt, "sample_rate=1:max_overhead=0", "vfork");
+    let mut line = String::new();
+    svc.out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "vforked");
+    let ps = ok(&rt, &["ps", "--all"]);
+    let rows: Vec<&str> = ps.lines().skip(1).collect();
+    assert_eq!(rows.len(), 1, "{ps}");
+    assert!(
+        rows[0].starts_with(&format!("{:>7}  live", svc.pid)),
+        "{ps}"
+    );
+    let pid = svc.pid;
+    drop(svc);
+    assert!(
+        !rt.join(format!("{pid}.ufence")).exists(),
+        "the parent's file outlived it"
+    );
+}
+
+#[test]
 fn hostile_and_foreign_files_are_refused() {
     let rt = runtime_dir("hostile");
     // A real block to damage.

@@ -31,7 +31,7 @@ use crate::sys;
 use core::cell::UnsafeCell;
 use core::fmt::Write;
 use core::sync::atomic::{
-    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering::*,
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*,
 };
 
 pub use crate::pool::{Record, Slot, ALLOCATED, FREED, FREEING, UNUSED};
@@ -185,6 +185,22 @@ static FD: AtomicI32 = AtomicI32::new(-1);
 static FD_DEV: AtomicU64 = AtomicU64::new(0);
 static FD_INO: AtomicU64 = AtomicU64::new(0);
 
+/// The process that owns the block: set at start, and taken over by a forked child.
+static OWNER: AtomicU32 = AtomicU32::new(0);
+/// A page that a fork wipes and a vfork shares (see `sys::map_wiped_on_fork`): 1 in a process
+/// that owns its block, so that a child that still reads 1 shares its parent's memory.
+static PROBE: AtomicPtr<u8> = AtomicPtr::new(core::ptr::null_mut());
+/// The block's geometry, kept privately: the published header can be written by anyone with
+/// our uid, and must not steer where ufence writes.
+static LEN: AtomicUsize = AtomicUsize::new(0);
+static NSLOTS: AtomicUsize = AtomicUsize::new(0);
+static SLOTS_OFFSET: AtomicUsize = AtomicUsize::new(0);
+/// When a forked child took its block; it is named no sooner than [`NAME_AFTER_NS`] later.
+static BORN_NS: AtomicU64 = AtomicU64::new(0);
+/// A forked child that execs or exits within this time (most do, within a millisecond) never
+/// names its file.
+const NAME_AFTER_NS: u64 = 100_000_000;
+
 /// Which pages of the block's file have their storage (one bit per page; see [`back`]). The
 /// file is created sparse and each page is backed before its first write, so that a process
 /// pays memory for the slots it uses, not for the whole table (160 KiB at 255 slots).
@@ -216,6 +232,15 @@ pub fn create(nslots: usize, o: &Options, preload: bool) -> Option<&'static Bloc
     let (slots_offset, len) = layout(nslots);
     // SAFETY: start runs once, on one thread, before anything reads DIR.
     unsafe { *DIR.0.get() = PathBuf::dir().buf };
+    LEN.store(len, Relaxed);
+    NSLOTS.store(nslots, Relaxed);
+    SLOTS_OFFSET.store(slots_offset, Relaxed);
+    OWNER.store(sys::getpid(), Relaxed);
+    if let Some(p) = sys::map_wiped_on_fork() {
+        // SAFETY: a fresh private page of ours.
+        unsafe { *p = 1 };
+        PROBE.store(p, Relaxed);
+    }
     let (mem, fd) = match new_file(len, false, true) {
         Ok((fd, p, all)) => {
             reset_backing(all);
@@ -265,7 +290,7 @@ pub fn create(nslots: usize, o: &Options, preload: bool) -> Option<&'static Bloc
     }
     // Named only now, complete and mapped: a reader never sees a half-written file.
     if let Some(fd) = fd {
-        match link(fd, sys::getpid()) {
+        match link(fd, sys::getpid(), sys::file_id(fd)) {
             Ok(()) => FILE.store(NAMED, Relaxed),
             Err(why) => warn_unpublished(why),
         }
@@ -396,19 +421,19 @@ fn page_backed(pg: usize) -> bool {
 }
 
 /// Where slot `i` lies in the file.
-fn slot_range(b: &Block, i: usize) -> (usize, usize) {
+fn slot_range(i: usize) -> (usize, usize) {
     let size = core::mem::size_of::<Slot>();
-    (b.header.slots_offset as usize + i * size, size)
+    (SLOTS_OFFSET.load(Relaxed) + i * size, size)
 }
 
 /// Backs the table's pages for slots `first..=last` in one go (a forked child about to
 /// republish its inherited slots).
 pub fn back_slots(first: usize, last: usize) {
     let Some(b) = block() else { return };
-    let last = last.min(b.header.nslots as usize - 1);
+    let last = last.min(NSLOTS.load(Relaxed).saturating_sub(1));
     if first <= last {
-        let (start, _) = slot_range(b, first);
-        let (end, size) = slot_range(b, last);
+        let (start, _) = slot_range(first);
+        let (end, size) = slot_range(last);
         back(b, start, end + size - start);
     }
 }
@@ -417,13 +442,14 @@ pub fn back_slots(first: usize, last: usize) {
 /// mapped: destructors that run after this may still allocate and free.
 pub extern "C" fn at_exit() {
     let Some(b) = block() else { return };
-    if FILE.load(Acquire) != NAMED || b.header.pid != sys::getpid() {
+    let me = sys::getpid();
+    if FILE.load(Acquire) != NAMED || OWNER.load(Relaxed) != me {
         // Nothing to remove (an unnamed file vanishes by itself), or not ours: a vfork child
         // shares its parent's block, which must stay live.
         return;
     }
     b.header.state.store(EXITED, Relaxed);
-    withdraw(b.header.pid);
+    withdraw(me);
 }
 
 /// Removes `<dir>/<pid>.ufence`.
@@ -444,10 +470,10 @@ fn withdraw(pid: u32) {
 /// file after a raw fork, can change what ufence decides.
 pub fn mirror(i: usize, slot: &Slot) {
     let Some(b) = block() else { return };
-    if i >= b.header.nslots as usize {
+    if i >= NSLOTS.load(Relaxed) {
         return;
     }
-    let (off, size) = slot_range(b, i);
+    let (off, size) = slot_range(i);
     if !back(b, off, size) {
         // No room on the runtime file system: this slot stays unpublished.
         return;
@@ -456,7 +482,7 @@ pub fn mirror(i: usize, slot: &Slot) {
     // written only here, by the thread that owns the slot's current transition in the pool. The
     // bytes after `seq` are plain integers, copied from a slot of the same layout.
     unsafe {
-        let dst = slots_of(b).add(i);
+        let dst = (b as *const Block as *mut u8).add(off).cast::<Slot>();
         let seq = (*dst).seq.load(Relaxed);
         (*dst).seq.store(seq | 1, Relaxed);
         core::sync::atomic::fence(Release);
@@ -474,7 +500,15 @@ pub fn mirror(i: usize, slot: &Slot) {
 /// (glibc's `_Fork`, a raw `clone`) still shares its parent's, and would count into its
 /// parent's counters and published slots until it calls [`fork_child`].
 pub fn inherited() -> bool {
-    block().is_some_and(|b| b.header.pid != sys::getpid())
+    block().is_some() && OWNER.load(Relaxed) != sys::getpid() && !shares_parents_memory()
+}
+
+/// In a child that does not own the block: whether it is a vfork child, running in its
+/// parent's memory, where the block is the parent's and must be left alone.
+fn shares_parents_memory() -> bool {
+    let p = PROBE.load(Relaxed);
+    // SAFETY: PROBE is null or our page, mapped for the life of the process.
+    !p.is_null() && unsafe { p.read_volatile() } != 0
 }
 
 /// In a forked child: the block is a shared mapping of the parent's file, so the child would
@@ -492,13 +526,29 @@ pub fn inherited() -> bool {
 /// Returns whether the child has its own block.
 pub fn fork_child(single_threaded: bool) -> bool {
     let Some(b) = block() else { return false };
+    let me = sys::getpid();
+    let prev = OWNER.load(Relaxed);
+    if prev == me {
+        return false;
+    }
+    if single_threaded {
+        OWNER.store(me, Relaxed);
+    } else if OWNER.compare_exchange(prev, me, Relaxed, Relaxed).is_err() {
+        // After a raw fork, another thread of this child is taking the block.
+        return false;
+    }
+    let probe = PROBE.load(Relaxed);
+    if !probe.is_null() {
+        // SAFETY: our page (wiped by the fork): 1 again, for this process's own children.
+        unsafe { probe.write_volatile(1) };
+    }
     let inherited_fd = FD.load(Relaxed);
     if single_threaded && owns_fd(inherited_fd) {
         sys::close(inherited_fd);
     }
     FILE.store(ANONYMOUS, Relaxed);
     FD.store(-1, Relaxed);
-    let len = b.header.file_len as usize;
+    let len = LEN.load(Relaxed);
     let old = b as *const Block as *mut u8;
     let file = new_file(len, false, false);
     let (fresh, all_backed) = match file {
@@ -515,7 +565,7 @@ pub fn fork_child(single_threaded: bool) -> bool {
     unsafe {
         core::ptr::copy_nonoverlapping(old, fresh, core::mem::size_of::<Block>());
         let h = &mut (*fresh.cast::<Block>()).header;
-        h.pid = sys::getpid();
+        h.pid = me;
         // Read when the file is named: this costs a file read, and only a named file is read.
         h.proc_start_ticks = 0;
         h.state.store(RUNNING, Relaxed);
@@ -532,7 +582,10 @@ pub fn fork_child(single_threaded: bool) -> bool {
         let (dev, ino) = sys::file_id(fd).unwrap_or((0, 0));
         FD_DEV.store(dev, Relaxed);
         FD_INO.store(ino, Relaxed);
-        FD.store(fd, Relaxed);
+        // Kept open until the file is named; far from the numbers the program uses. Without
+        // it the file is published by a copy (see `name`).
+        FD.store(sys::move_fd_high(fd).unwrap_or(-1), Relaxed);
+        BORN_NS.store(sys::now_ns(), Relaxed);
         FILE.store(UNNAMED, Release);
     }
     true
@@ -546,7 +599,9 @@ fn owns_fd(fd: i32) -> bool {
 /// Called on every visit to the sampling slow path (once per interval, or on the idle
 /// recheck): one load, unless a forked child's file still waits for its name.
 pub fn name_if_unnamed() {
-    if FILE.load(Relaxed) == UNNAMED {
+    if FILE.load(Relaxed) == UNNAMED
+        && sys::now_ns().saturating_sub(BORN_NS.load(Relaxed)) >= NAME_AFTER_NS
+    {
         name();
     }
 }
@@ -554,7 +609,7 @@ pub fn name_if_unnamed() {
 #[cold]
 fn name() {
     let Some(b) = block() else { return };
-    if b.header.pid != sys::getpid() {
+    if OWNER.load(Relaxed) != sys::getpid() {
         // A vfork child sharing its parent's memory: the naming is the parent's to do.
         return;
     }
@@ -569,43 +624,54 @@ fn name() {
     // fork_child in this process; readers outside copy it.
     unsafe { (*h).proc_start_ticks = proc_start_ticks() };
     let fd = FD.load(Relaxed);
+    let id = (FD_DEV.load(Relaxed), FD_INO.load(Relaxed));
     let named = if owns_fd(fd) {
-        link(fd, b.header.pid)
+        link(fd, b.header.pid, Some(id))
     } else {
-        // The program closed the descriptor (daemons close every descriptor after their
-        // forks), or put another file under its number: publish a copy instead. Another
-        // thread's counter bump or slot change during the copy may be missing from the file;
-        // the pool itself is private and unaffected.
+        Err("the descriptor is gone")
+    };
+    // The program closed the descriptor (daemons close every descriptor after their forks) or
+    // put another file under its number, or the link failed: publish a copy instead. Another
+    // thread's counter bump or slot change during the copy may be missing from the file; the
+    // pool itself is private and unaffected.
+    let named = named.or_else(|_| {
         FD.store(-1, Relaxed);
         republish(b)
-    };
-    match named {
-        Ok(()) => FILE.store(NAMED, Release),
-        Err(why) => {
-            FILE.store(ANONYMOUS, Release);
-            warn_unpublished(why);
-        }
-    }
+    });
+    // No warning here: a forked child's standard error may be anything by now (a daemon's
+    // data file), and its parent has said what there was to say at start.
+    FILE.store(if named.is_ok() { NAMED } else { ANONYMOUS }, Release);
 }
 
-/// Gives the unnamed file `fd` its name, `<dir>/<pid>.ufence`.
-fn link(fd: i32, pid: u32) -> Result<(), &'static str> {
+/// Gives the unnamed file `fd` its name, `<dir>/<pid>.ufence`, then checks that the name is
+/// the file `id` (the device and inode it had when created): another thread may have closed
+/// `fd` and opened a file of its own under that number in between, and that file must not stay
+/// linked in the runtime directory.
+fn link(fd: i32, pid: u32, id: Option<(u64, u64)>) -> Result<(), &'static str> {
     let dir = PathBuf::dir();
     let name = PathBuf::file_name(pid);
     let (Some(d), Some(n)) = (dir.c_str(), name.c_str()) else {
         return Err("path too long");
     };
     let dirfd = sys::open_private_dir(d, false)?;
-    let ok = sys::link_fd(fd, dirfd, n);
+    let r = if !sys::link_fd(fd, dirfd, n) {
+        Err("cannot name the file")
+    } else if id.is_none() || sys::file_id_at(dirfd, n) != id {
+        sys::unlink_at(dirfd, n);
+        Err("the descriptor changed while naming")
+    } else {
+        Ok(())
+    };
     sys::close(dirfd);
-    ok.then_some(()).ok_or("cannot name the file")
+    r
 }
 
 /// Moves the block into a new file: a copy, mapped over the old block's address, then named.
 fn republish(b: &Block) -> Result<(), &'static str> {
-    let len = b.header.file_len as usize;
+    let len = LEN.load(Relaxed);
     let old = b as *const Block as *mut u8;
     let (fd, fresh, _) = new_file(len, true, false)?;
+    let id = sys::file_id(fd);
     let page = sys::page_size();
     // SAFETY: `fresh` is a new, wholly backed mapping of `len` bytes, `old` the block's own
     // mapping of the same length; they do not overlap. Only backed pages of `old` are read:
@@ -629,7 +695,7 @@ fn republish(b: &Block) -> Result<(), &'static str> {
         reset_backing(true);
     }
     let linked = if moved {
-        link(fd, b.header.pid)
+        link(fd, b.header.pid, id)
     } else {
         Err("cannot map the file")
     };

@@ -730,11 +730,62 @@ pub fn link_fd(fd: i32, dir: i32, name: &core::ffi::CStr) -> bool {
             ) == 0
         }
     };
-    link()
+    let link_empty_path = || {
+        // Without /proc (a chroot, a sandbox): needs CAP_DAC_READ_SEARCH.
+        // SAFETY: an open descriptor, an empty path, a directory descriptor and a name.
+        unsafe { libc::linkat(fd, c"".as_ptr(), dir, name.as_ptr(), libc::AT_EMPTY_PATH) == 0 }
+    };
+    let once = || link() || (errno() == libc::ENOENT && link_empty_path());
+    once()
         || (errno() == libc::EEXIST && {
             unlink_at(dir, name);
-            link()
+            once()
         })
+}
+
+/// The device and inode of `name` in the directory `dir` (not following a symbolic link).
+pub fn file_id_at(dir: i32, name: &core::ffi::CStr) -> Option<(u64, u64)> {
+    // SAFETY: fstatat into a zeroed out-struct, with a NUL-terminated name.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        (libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) == 0)
+            .then_some((st.st_dev, st.st_ino))
+    }
+}
+
+/// Moves descriptor `fd` to a number of 512 or more (closing `fd`), out of the way of numbers a
+/// program opens, reuses or writes to by habit (0 to 2 after it closed its standard streams, 3
+/// and up, the 9 of shell scripts). None, with `fd` closed, if that cannot be had and `fd` is
+/// one of the standard streams' numbers.
+pub fn move_fd_high(fd: i32) -> Option<i32> {
+    // SAFETY: fcntl and close on a descriptor the caller owns and gives up here.
+    unsafe {
+        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 512);
+        if high >= 0 {
+            libc::close(fd);
+            Some(high)
+        } else if fd > 2 {
+            Some(fd)
+        } else {
+            libc::close(fd);
+            None
+        }
+    }
+}
+
+/// A page of memory that a forked child sees zeroed (`MADV_WIPEONFORK`, Linux 4.14), while a
+/// vfork child, sharing the parent's memory, sees what the parent wrote: the way to tell them
+/// apart. None where the kernel cannot wipe.
+pub fn map_wiped_on_fork() -> Option<*mut u8> {
+    let page = page_size();
+    let p = map_rw(page)?;
+    // SAFETY: a private anonymous page just mapped.
+    if unsafe { libc::madvise(p.cast(), page, libc::MADV_WIPEONFORK) } != 0 {
+        // SAFETY: the page mapped above, not referred to.
+        unsafe { unmap(p, page) };
+        return None;
+    }
+    Some(p)
 }
 
 /// The device and inode of the open file `fd`, to tell it from a file the program opened later

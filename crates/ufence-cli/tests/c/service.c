@@ -12,7 +12,14 @@
  *                   child that runs; print "child PID" and "spawned", and run
  *   service daemon  fork a child that closes every descriptor above 2, as daemons do, and
  *                   runs; print "child PID", and run
+ *   service closedstdio  close stdin and stdout, fork a child that writes 16 KiB to fd 1 and
+ *                   allocates, exiting 3 if none of its allocations was sampled; exit with
+ *                   the child's success (its status on stderr)
+ *   service vfork   a vfork child allocates and frees 10 objects; print "vforked", and run
+ *   service quietchild  allocate 300,000 times quickly, then fork a child that allocates
+ *                   100 times a second; print "child PID", and run
  * SERVICE_EXIT_AFTER_MS=N ends the run after N ms. */
+#include <malloc.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <stdio.h>
@@ -127,6 +134,59 @@ int main(int argc, char **argv) {
             printf("child %d\n", (int)getpid());
             fflush(stdout);
             serve(0, 0);
+            return 0;
+        }
+        serve(0, 0);
+        kill(c, SIGTERM);
+        waitpid(c, NULL, 0);
+        return 0;
+    }
+    if (strcmp(mode, "closedstdio") == 0) {
+        close(0);
+        close(1);
+        pid_t c = fork();
+        if (c == 0) {
+            char junk[4096];
+            memset(junk, 'x', sizeof junk);
+            for (int i = 0; i < 4; i++) (void)!write(1, junk, sizeof junk);
+            /* Sampled objects have exactly the requested usable size (glibc rounds up): the
+             * child must still be sampling after its writes to fd 1. */
+            int sampled = 0;
+            for (int i = 0; i < 1000; i++) {
+                char *p = make_node(64);
+                sampled += malloc_usable_size(p) == 64;
+                free(p);
+            }
+            _exit(sampled > 0 ? 0 : 3);
+        }
+        int st = 0;
+        waitpid(c, &st, 0);
+        fprintf(stderr, "child status %d\n", st);
+        return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1;
+    }
+    if (strcmp(mode, "vfork") == 0) {
+        pid_t c = vfork();
+        if (c == 0) {
+            for (int i = 0; i < 10; i++) free(make_node(32));
+            _exit(0);
+        }
+        waitpid(c, NULL, 0);
+        printf("vforked\n");
+        fflush(stdout);
+        serve(0, 0);
+        return 0;
+    }
+    if (strcmp(mode, "quietchild") == 0) {
+        for (int i = 0; i < 300000; i++) free(make_node(16 + i % 64));
+        pid_t c = fork();
+        if (c == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            printf("child %d\n", (int)getpid());
+            fflush(stdout);
+            while (!stop) {
+                free(make_node(32));
+                usleep(10000);
+            }
             return 0;
         }
         serve(0, 0);
