@@ -229,9 +229,9 @@ extern "C" fn fork_child() {
         mirror_all();
     }
     // The parent's plan may be tens of thousands of allocations long (a busy parent, a quiet
-    // child): the child's next allocation plans afresh at its own rate, so that it samples,
-    // and names its file, on the child's own schedule.
-    sampler::reset_thread();
+    // child): within 64 allocations the child plans afresh at its own rate, so that it
+    // samples, and names its file, on its own schedule.
+    sampler::cap_plan(64);
 }
 
 /// After a raw fork (no fork handlers ran), on the child's first sampled operation: take a

@@ -545,6 +545,21 @@ pub fn first_fault_at(addr: usize) -> bool {
     }
 }
 
+/// Caps the calling thread's current plan at `max` more allocations, keeping the count of those
+/// already done (so the next look still measures the thread's rate right). In a forked child:
+/// the parent's plan may be tens of thousands of allocations long and the child's rate quite
+/// different, yet a child that allocates a few times and execs should not pay a slow path.
+pub fn cap_plan(max: u64) {
+    // SAFETY: the calling thread's own block.
+    let t = unsafe { &mut *state() };
+    let max = max as i64;
+    if t.countdown > max && t.countdown < BUSY {
+        let done = (t.planned as i64 - t.countdown).max(0);
+        t.countdown = max;
+        t.planned = (done + max) as u64;
+    }
+}
+
 /// Forgets the calling thread's plan, so its next allocation runs the slow path (after a knob
 /// changes, or in a forked child).
 pub fn reset_thread() {
