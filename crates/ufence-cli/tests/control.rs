@@ -775,6 +775,47 @@ fn forks_and_vforks_with_odd_descriptors_keep_the_program_healthy() {
 }
 
 #[test]
+fn exec_withdraws_the_name_and_a_failed_exec_publishes_again() {
+    let rt = runtime_dir("exec");
+    let mut svc = start(&rt, "", "exec");
+    let file = rt.join(format!("{}.ufence", svc.pid));
+    let mut line = String::new();
+    svc.out.read_line(&mut line).unwrap();
+    // execvp failed (ENOENT = 2): the process goes on, published again and live.
+    assert_eq!(
+        line.trim(),
+        "still here 2",
+        "errno must survive the republishing"
+    );
+    let ps = ok(&rt, &["ps"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with(&format!("{:>7}  live", svc.pid))),
+        "{ps}"
+    );
+    // Now it execs `sleep` without the preload: nothing under ufence will ever remove a file
+    // of this pid, so the name must be gone before the exec.
+    let _ = Command::new("kill")
+        .args(["-USR1", &svc.pid.to_string()])
+        .status();
+    let t = Instant::now();
+    while file.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the name outlived the exec"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let comm = || std::fs::read_to_string(format!("/proc/{}/comm", svc.pid)).unwrap_or_default();
+    while comm().trim() != "sleep" {
+        assert!(t.elapsed() < Duration::from_secs(5), "no exec: {}", comm());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(svc.child.wait().unwrap().success());
+    assert!(std::fs::read_dir(&rt).unwrap().next().is_none());
+}
+
+#[test]
 fn hostile_and_foreign_files_are_refused() {
     let rt = runtime_dir("hostile");
     // A real block to damage.

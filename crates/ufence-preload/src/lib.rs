@@ -15,7 +15,7 @@
 // protected by an `unsafe` marker.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-use core::ffi::c_void;
+use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use ufence_core as uf;
 
@@ -361,10 +361,75 @@ pub extern "C" fn _Exit(status: i32) -> ! {
     _exit(status)
 }
 
+/// The `exec` family: the new image may not run under ufence (a setuid or static program, a
+/// cleaned environment), and could then never remove this process's control file, which
+/// `ufence ps` would show as stale. The name is withdrawn first and published again if the
+/// exec fails. (The variadic `execl*` cannot be written in stable Rust; glibc's own go to its
+/// internal `execve`, so those still leave the file, as does a raw `execve` system call.)
+///
+/// The C library's functions are found when the library is loaded, as `malloc_usable_size`
+/// is: a forked child of a threaded program (Rust's `Command` does this) calls `execvp`, and
+/// must not take the loader's lock there.
+macro_rules! exec_wrappers {
+    ($($name:ident, $cname:literal, ($($arg:ident: $ty:ty),*);)+) => {
+        /// The C library's exec functions, in the order of the wrappers below.
+        static REAL_EXEC: [AtomicUsize; [$($cname),+].len()] =
+            [const { AtomicUsize::new(0) }; [$($cname),+].len()];
+
+        fn resolve_exec() {
+            for (slot, name) in REAL_EXEC.iter().zip([$($cname),+]) {
+                // SAFETY: dlsym with a NUL-terminated name, from the library's constructor.
+                let f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
+                slot.store(f as usize, Ordering::Relaxed);
+            }
+        }
+
+        exec_wrappers!(@each 0usize, $($name, $cname, ($($arg: $ty),*);)+);
+    };
+    (@each $i:expr, $name:ident, $cname:literal, ($($arg:ident: $ty:ty),*); $($rest:tt)*) => {
+        #[no_mangle]
+        pub extern "C" fn $name($($arg: $ty),*) -> c_int {
+            type Real = extern "C" fn($($ty),*) -> c_int;
+            let mut f = REAL_EXEC[$i].load(Ordering::Relaxed) as *mut c_void;
+            if f.is_null() {
+                // Called before the constructor ran (from another library's).
+                // SAFETY: dlsym with a NUL-terminated name.
+                f = unsafe { libc::dlsym(libc::RTLD_NEXT, $cname.as_ptr()) };
+            }
+            if f.is_null() {
+                uf::sys::set_errno(libc::ENOSYS);
+                return -1;
+            }
+            // SAFETY: the C library's function of this name has exactly this signature.
+            let real: Real = unsafe { core::mem::transmute::<*mut c_void, Real>(f) };
+            let withdrawn = uf::control::before_exec();
+            let r = real($($arg),*);
+            if withdrawn {
+                let e = uf::sys::errno();
+                uf::control::after_failed_exec();
+                uf::sys::set_errno(e);
+            }
+            r
+        }
+        exec_wrappers!(@each $i + 1, $($rest)*);
+    };
+    (@each $i:expr, ) => {};
+}
+
+type Args = *const *const c_char;
+exec_wrappers! {
+    execve, c"execve", (path: *const c_char, argv: Args, envp: Args);
+    execv, c"execv", (path: *const c_char, argv: Args);
+    execvp, c"execvp", (file: *const c_char, argv: Args);
+    execvpe, c"execvpe", (file: *const c_char, argv: Args, envp: Args);
+    fexecve, c"fexecve", (fd: c_int, argv: Args, envp: Args);
+}
+
 /// Marks the process as running under the preload (so reports cut this library's frames) and
 /// starts ufence early, before `main`, so that option warnings come first.
 extern "C" fn on_load() {
     resolve_glibc_usable_size();
+    resolve_exec();
     uf::mark_preload();
     uf::start(&DEFAULTS);
 }

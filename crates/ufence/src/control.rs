@@ -452,6 +452,30 @@ pub extern "C" fn at_exit() {
     withdraw(me);
 }
 
+/// Before an `exec`: withdraws this process's name, since the new image may not run under
+/// ufence (a setuid or static program, a cleaned environment) and could not remove it. True if
+/// it did, so that [`after_failed_exec`] publishes again when the exec returns.
+pub fn before_exec() -> bool {
+    let me = sys::getpid();
+    if OWNER.load(Relaxed) != me
+        || FILE
+            .compare_exchange(NAMED, NAMING, Acquire, Relaxed)
+            .is_err()
+    {
+        // A vfork child (its parent's name stays), or nothing named.
+        return false;
+    }
+    withdraw(me);
+    true
+}
+
+/// The exec after [`before_exec`] failed and the process goes on: published again, by a copy
+/// into a new file (the old one has no name nor descriptor left).
+pub fn after_failed_exec() {
+    let named = block().map_or(Err("no block"), republish);
+    FILE.store(if named.is_ok() { NAMED } else { ANONYMOUS }, Release);
+}
+
 /// Removes `<dir>/<pid>.ufence`.
 fn withdraw(pid: u32) {
     let dir = PathBuf::dir();

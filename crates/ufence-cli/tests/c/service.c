@@ -18,7 +18,10 @@
  *   service vfork   a vfork child allocates and frees 10 objects; print "vforked", and run
  *   service quietchild  allocate 300,000 times quickly, then fork a child that allocates
  *                   100 times a second; print "child PID", and run
+ *   service exec    execvp a program that does not exist, print "still here ERRNO", wait
+ *                   for SIGUSR1, then execve `sleep 1` without the preload in its environment
  * SERVICE_EXIT_AFTER_MS=N ends the run after N ms. */
+#include <errno.h>
 #include <malloc.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -32,6 +35,8 @@
 
 static volatile sig_atomic_t stop;
 static void on_term(int sig) { (void)sig; stop = 1; }
+static volatile sig_atomic_t go;
+static void on_usr1(int sig) { (void)sig; go = 1; }
 
 __attribute__((noinline)) char *make_node(size_t n) {
     char *p = malloc(n);
@@ -140,6 +145,18 @@ int main(int argc, char **argv) {
         kill(c, SIGTERM);
         waitpid(c, NULL, 0);
         return 0;
+    }
+    if (strcmp(mode, "exec") == 0) {
+        char *missing[] = {"ufence-test-no-such-program", NULL};
+        execvp(missing[0], missing);
+        printf("still here %d\n", errno);
+        fflush(stdout);
+        signal(SIGUSR1, on_usr1);
+        while (!go) pause();
+        char *sleep1[] = {"sleep", "1", NULL};
+        char *env[] = {"PATH=/usr/bin:/bin", NULL};
+        execve("/bin/sleep", sleep1, env);
+        return 127;
     }
     if (strcmp(mode, "closedstdio") == 0) {
         close(0);
