@@ -215,16 +215,6 @@ pub fn block() -> Option<&'static Block> {
     unsafe { BLOCK.load(Acquire).as_ref() }
 }
 
-/// The slot table of `b`.
-pub fn slots_of(b: &Block) -> *mut Slot {
-    // SAFETY: the table lies inside the same mapping, at the offset the header records.
-    unsafe {
-        (b as *const Block as *mut u8)
-            .add(b.header.slots_offset as usize)
-            .cast()
-    }
-}
-
 /// Creates this process's block for `nslots` slots and the options `o`, as a file in the
 /// runtime directory when it can be had, else anonymous memory (with one warning line). The
 /// slot table comes zeroed. None only if no memory can be mapped at all.
@@ -643,10 +633,11 @@ fn name() {
     {
         return;
     }
-    let h = &b.header as *const Header as *mut Header;
-    // SAFETY: proc_start_ticks is a plain integer of our own block, written only here and by
-    // fork_child in this process; readers outside copy it.
-    unsafe { (*h).proc_start_ticks = proc_start_ticks() };
+    let ticks = proc_start_ticks();
+    // SAFETY: through the block's own raw pointer (the mapping is writable): proc_start_ticks
+    // is a plain integer, written only here (one thread won NAMING) and by fork_child before
+    // the block was this child's; readers outside copy it.
+    unsafe { (*BLOCK.load(Relaxed)).header.proc_start_ticks = ticks };
     let fd = FD.load(Relaxed);
     let id = (FD_DEV.load(Relaxed), FD_INO.load(Relaxed));
     let named = if owns_fd(fd) {
