@@ -76,6 +76,21 @@ __attribute__((noinline)) static void serve(int crash, int hoard) {
     }
 }
 
+/* In a child that runs beside its parent: it dies with the parent and says who it is. */
+static void announce_child(void) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    printf("child %d\n", (int)getpid());
+    fflush(stdout);
+}
+
+/* The parent's side: serve until SIGTERM, then stop the child. */
+static int serve_then_stop(pid_t c) {
+    serve(0, 0);
+    kill(c, SIGTERM);
+    waitpid(c, NULL, 0);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "run";
     signal(SIGTERM, on_term);
@@ -115,9 +130,7 @@ int main(int argc, char **argv) {
         }
         pid_t c = fork();
         if (c == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGTERM);
-            printf("child %d\n", (int)getpid());
-            fflush(stdout);
+            announce_child();
             serve(0, 0);
             return 0;
         }
@@ -126,25 +139,17 @@ int main(int argc, char **argv) {
         usleep(100000);
         printf("spawned\n");
         fflush(stdout);
-        serve(0, 0);
-        kill(c, SIGTERM);
-        waitpid(c, NULL, 0);
-        return 0;
+        return serve_then_stop(c);
     }
     if (strcmp(mode, "daemon") == 0) {
         pid_t c = fork();
         if (c == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGTERM);
             for (int fd = 3; fd < 1024; fd++) close(fd);
-            printf("child %d\n", (int)getpid());
-            fflush(stdout);
+            announce_child();
             serve(0, 0);
             return 0;
         }
-        serve(0, 0);
-        kill(c, SIGTERM);
-        waitpid(c, NULL, 0);
-        return 0;
+        return serve_then_stop(c);
     }
     if (strcmp(mode, "exec") == 0) {
         char *missing[] = {"ufence-test-no-such-program", NULL};
@@ -197,33 +202,23 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 300000; i++) free(make_node(16 + i % 64));
         pid_t c = fork();
         if (c == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGTERM);
-            printf("child %d\n", (int)getpid());
-            fflush(stdout);
+            announce_child();
             while (!stop) {
                 free(make_node(32));
                 usleep(10000);
             }
             return 0;
         }
-        serve(0, 0);
-        kill(c, SIGTERM);
-        waitpid(c, NULL, 0);
-        return 0;
+        return serve_then_stop(c);
     }
     if (strcmp(mode, "fork") == 0) {
         pid_t c = fork();
         if (c == 0) {
-            prctl(PR_SET_PDEATHSIG, SIGTERM);
-            printf("child %d\n", (int)getpid());
-            fflush(stdout);
+            announce_child();
             serve(0, 0);
             return 0;
         }
-        serve(0, 0);
-        kill(c, SIGTERM);
-        waitpid(c, NULL, 0);
-        return 0;
+        return serve_then_stop(c);
     }
     serve(strcmp(mode, "crash") == 0, strcmp(mode, "hoard") == 0);
     return 0;
