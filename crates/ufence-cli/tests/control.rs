@@ -89,16 +89,19 @@ fn start(rt: &Path, options: &str, mode: &str) -> Svc {
     Svc { child, pid, out }
 }
 
-fn wait_for(p: &Path) {
+/// Polls `done` every 20 ms until it holds; fails with `what` after `secs` seconds.
+fn eventually(secs: u64, what: &dyn Fn() -> String, mut done: impl FnMut() -> bool) {
     let t = Instant::now();
-    while !p.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{} never appeared",
-            p.display()
-        );
+    while !done() {
+        assert!(t.elapsed() < Duration::from_secs(secs), "{}", what());
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+fn wait_for(p: &Path) {
+    eventually(10, &|| format!("{} never appeared", p.display()), || {
+        p.exists()
+    });
 }
 
 fn ufence(rt: &Path, args: &[&str]) -> Output {
@@ -282,14 +285,9 @@ fn set_adaptive_widens_the_interval_of_a_full_pool() {
         "hoard",
     );
     let pid = svc.pid.to_string();
-    let t = Instant::now();
-    while counter(&rt, svc.pid, "currently allocated") < 14 {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the pool never filled"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(10, &|| "the pool never filled".into(), || {
+        counter(&rt, svc.pid, "currently allocated") >= 14
+    });
     assert_eq!(counter(&rt, svc.pid, "sample interval (ms)"), 1);
     assert_eq!(
         ok(&rt, &["set", &pid, "adaptive=1", "adaptive_max=3000"]),
@@ -520,14 +518,9 @@ fn top_shows_processes_and_quits_on_q() {
     );
     assert!(screen.contains(&format!("history of {lower} ")), "{screen}");
     tmux(&["send-keys", "-t", &session, "q"]);
-    let t = Instant::now();
-    while tmux(&["has-session", "-t", &session]).status.success() {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "top did not quit on q"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(5, &|| "top did not quit on q".into(), || {
+        !tmux(&["has-session", "-t", &session]).status.success()
+    });
 }
 
 #[test]
@@ -691,11 +684,9 @@ fn a_full_runtime_file_system_costs_slots_in_the_file_never_the_program() {
     let mut svc = start(&rt, "sample_rate=1:max_overhead=0", "hoard");
     let pid = svc.pid.to_string();
     // The pool fills with long-lived objects; the file keeps the counters, not every slot.
-    let t = Instant::now();
-    while counter(&rt, svc.pid, "currently allocated") < 200 {
-        assert!(t.elapsed() < Duration::from_secs(10), "pool never filled");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    eventually(10, &|| "pool never filled".into(), || {
+        counter(&rt, svc.pid, "currently allocated") >= 200
+    });
     let objects = ok(&rt, &["objects", &pid]);
     let published = objects.matches(", size=").count();
     assert!(
@@ -798,19 +789,13 @@ fn exec_withdraws_the_name_and_a_failed_exec_publishes_again() {
     let _ = Command::new("kill")
         .args(["-USR1", &svc.pid.to_string()])
         .status();
-    let t = Instant::now();
-    while file.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "the name outlived the exec"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(5, &|| "the name outlived the exec".into(), || {
+        !file.exists()
+    });
     let comm = || std::fs::read_to_string(format!("/proc/{}/comm", svc.pid)).unwrap_or_default();
-    while comm().trim() != "sleep" {
-        assert!(t.elapsed() < Duration::from_secs(5), "no exec: {}", comm());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(5, &|| format!("no exec: {}", comm()), || {
+        comm().trim() == "sleep"
+    });
     assert!(svc.child.wait().unwrap().success());
     assert!(std::fs::read_dir(&rt).unwrap().next().is_none());
 }
@@ -959,14 +944,9 @@ fn a_quiet_process_sees_enabled_1_promptly() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(counter(&rt, svc.pid, "total allocations"), 0);
     ok(&rt, &["set", &svc.pid.to_string(), "enabled=1"]);
-    let t = Instant::now();
-    while counter(&rt, svc.pid, "total allocations") == 0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "enabled=1 not seen within 2 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(2, &|| "enabled=1 not seen within 2 s".into(), || {
+        counter(&rt, svc.pid, "total allocations") > 0
+    });
 }
 
 #[test]

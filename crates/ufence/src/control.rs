@@ -372,9 +372,15 @@ fn reset_backing(all: bool) {
         w.store(0, Relaxed);
     }
     ALL_BACKED.store(all, Relaxed);
-    let header_pages = core::mem::size_of::<Block>().div_ceil(sys::page_size());
-    for page in 0..header_pages {
-        BACKED[page / 64].fetch_or(1 << (page % 64), Relaxed);
+    mark_backed(0, (core::mem::size_of::<Block>() - 1) / sys::page_size());
+}
+
+/// Records that pages `first..=last` of the file have storage.
+fn mark_backed(first: usize, last: usize) {
+    for pg in first..=last {
+        if let Some(w) = BACKED.get(pg / 64) {
+            w.fetch_or(1 << (pg % 64), Relaxed);
+        }
     }
 }
 
@@ -382,9 +388,6 @@ fn reset_backing(all: bool) {
 /// written: a system call the first time a page is used, a load after. False if there is no
 /// room, and then the caller must not write there.
 fn back(b: &Block, off: usize, len: usize) -> bool {
-    if ALL_BACKED.load(Relaxed) {
-        return true;
-    }
     let page = sys::page_size();
     let (first, last) = (off / page, (off + len - 1) / page);
     if (first..=last).all(page_backed) {
@@ -395,37 +398,22 @@ fn back(b: &Block, off: usize, len: usize) -> bool {
     if sys::back_pages(unsafe { base.add(off) }, len).is_err() {
         return false;
     }
-    for pg in first..=last {
-        if let Some(w) = BACKED.get(pg / 64) {
-            w.fetch_or(1 << (pg % 64), Relaxed);
-        }
-    }
+    mark_backed(first, last);
     true
 }
 
 /// Whether page `pg` of the file is known to have storage.
 fn page_backed(pg: usize) -> bool {
-    BACKED
-        .get(pg / 64)
-        .is_some_and(|w| w.load(Relaxed) & (1 << (pg % 64)) != 0)
+    ALL_BACKED.load(Relaxed)
+        || BACKED
+            .get(pg / 64)
+            .is_some_and(|w| w.load(Relaxed) & (1 << (pg % 64)) != 0)
 }
 
 /// Where slot `i` lies in the file.
 fn slot_range(i: usize) -> (usize, usize) {
     let size = core::mem::size_of::<Slot>();
     (SLOTS_OFFSET.load(Relaxed) + i * size, size)
-}
-
-/// Backs the table's pages for slots `first..=last` in one go (a forked child about to
-/// republish its inherited slots).
-pub fn back_slots(first: usize, last: usize) {
-    let Some(b) = block() else { return };
-    let last = last.min(NSLOTS.load(Relaxed).saturating_sub(1));
-    if first <= last {
-        let (start, _) = slot_range(first);
-        let (end, size) = slot_range(last);
-        back(b, start, end + size - start);
-    }
 }
 
 /// Removes this process's file at normal exit (registered at start). The block itself stays
@@ -563,7 +551,6 @@ pub fn fork_child(single_threaded: bool) -> bool {
     FILE.store(ANONYMOUS, Relaxed);
     FD.store(-1, Relaxed);
     let len = LEN.load(Relaxed);
-    let old = b as *const Block as *mut u8;
     let file = new_file(len, false, false);
     let (fresh, all_backed) = match file {
         Ok((_, p, all)) => (p, all),
@@ -572,26 +559,25 @@ pub fn fork_child(single_threaded: bool) -> bool {
             None => return false,
         },
     };
-    // SAFETY: `fresh` is a new zeroed mapping of `len` bytes and `old` the block's own mapping
-    // of the same length; they do not overlap, and a Block fits in both. Other threads (after a
-    // raw fork) may bump counters during the copy: a count may be lost, nothing is torn. After
-    // the move the block's address is unchanged.
-    unsafe {
-        core::ptr::copy_nonoverlapping(old, fresh, core::mem::size_of::<Block>());
-        let h = &mut (*fresh.cast::<Block>()).header;
-        h.pid = me;
-        // Read when the file is named: this costs a file read, and only a named file is read.
-        h.proc_start_ticks = 0;
-        h.state.store(RUNNING, Relaxed);
-        if !sys::move_mapping(fresh, len, old) {
-            sys::unmap(fresh, len);
-            if let Ok((fd, _, _)) = file {
-                sys::close(fd);
-            }
-            return false;
+    // Other threads (after a raw fork) may bump counters during the copy: a count may be
+    // lost, nothing is torn.
+    let moved = replace_block(b, fresh, all_backed, |old, fresh| {
+        // SAFETY: both mappings hold a whole Block and do not overlap.
+        unsafe {
+            core::ptr::copy_nonoverlapping(old, fresh, core::mem::size_of::<Block>());
+            let h = &mut (*fresh.cast::<Block>()).header;
+            h.pid = me;
+            // Read when the file is named: a file read, and only a named file is read.
+            h.proc_start_ticks = 0;
+            h.state.store(RUNNING, Relaxed);
         }
+    });
+    if !moved {
+        if let Ok((fd, _, _)) = file {
+            sys::close(fd);
+        }
+        return false;
     }
-    reset_backing(all_backed);
     if let Ok((fd, _, _)) = file {
         let (dev, ino) = sys::file_id(fd).unwrap_or((0, 0));
         FD_DEV.store(dev, Relaxed);
@@ -683,32 +669,20 @@ fn link(fd: i32, pid: u32, id: Option<(u64, u64)>) -> Result<(), &'static str> {
 
 /// Moves the block into a new file: a copy, mapped over the old block's address, then named.
 fn republish(b: &Block) -> Result<(), &'static str> {
-    let len = LEN.load(Relaxed);
-    let old = b as *const Block as *mut u8;
-    let (fd, fresh, _) = new_file(len, true, false)?;
+    let (fd, fresh, _) = new_file(LEN.load(Relaxed), true, false)?;
     let id = sys::file_id(fd);
     let page = sys::page_size();
-    // SAFETY: `fresh` is a new, wholly backed mapping of `len` bytes, `old` the block's own
-    // mapping of the same length; they do not overlap. Only backed pages of `old` are read:
-    // touching a hole of a shared tmpfs mapping allocates it, which on a full tmpfs is a
-    // SIGBUS (the rest are zero in both). Concurrent writers of `old` may be lost (see
-    // `name`), never torn beyond one slot's copy. After the move the block's address is
-    // unchanged.
-    let moved = unsafe {
-        for pg in 0..len / page {
-            if ALL_BACKED.load(Relaxed) || page_backed(pg) {
-                core::ptr::copy_nonoverlapping(old.add(pg * page), fresh.add(pg * page), page);
-            }
+    // Only backed pages of the old block are read: touching a hole of a shared tmpfs mapping
+    // allocates it, which on a full tmpfs is a SIGBUS (the rest are zero in both). Concurrent
+    // writers of the old block may be lost (see `name`), never torn beyond one slot's copy.
+    let moved = replace_block(b, fresh, true, |old, fresh| {
+        for pg in (0..LEN.load(Relaxed) / page).filter(|&pg| page_backed(pg)) {
+            // SAFETY: page `pg` lies inside both mappings, which do not overlap.
+            unsafe {
+                core::ptr::copy_nonoverlapping(old.add(pg * page), fresh.add(pg * page), page)
+            };
         }
-        let moved = sys::move_mapping(fresh, len, old);
-        if !moved {
-            sys::unmap(fresh, len);
-        }
-        moved
-    };
-    if moved {
-        reset_backing(true);
-    }
+    });
     let linked = if moved {
         link(fd, b.header.pid, id)
     } else {
@@ -716,4 +690,29 @@ fn republish(b: &Block) -> Result<(), &'static str> {
     };
     sys::close(fd);
     linked
+}
+
+/// Fills `fresh`, a new mapping of the block's length, with `fill(old, fresh)`, then moves it
+/// over the block's own mapping so that every pointer into the block stays valid; its pages
+/// are tracked from then on as `all_backed` says. False, with `fresh` unmapped, if the move
+/// failed and the old block stays.
+fn replace_block(
+    b: &Block,
+    fresh: *mut u8,
+    all_backed: bool,
+    fill: impl FnOnce(*const u8, *mut u8),
+) -> bool {
+    let len = LEN.load(Relaxed);
+    let old = b as *const Block as *mut u8;
+    fill(old, fresh);
+    // SAFETY: `fresh` is a mapping of `len` bytes that this crate made, `old` the block's own
+    // mapping of the same length; the move replaces `old` atomically, at the same address.
+    let moved = unsafe { sys::move_mapping(fresh, len, old) };
+    if moved {
+        reset_backing(all_backed);
+    } else {
+        // SAFETY: the mapping made by the caller for this move; nothing refers to it.
+        unsafe { sys::unmap(fresh, len) };
+    }
+    moved
 }

@@ -248,9 +248,6 @@ fn ensure_own() {
 /// private table in every child.
 fn mirror_all() {
     if let Some(p) = pool() {
-        if let (Some(first), Some(last)) = (p.ever_used().next(), p.ever_used().last()) {
-            control::back_slots(first, last);
-        }
         for i in p.ever_used() {
             control::mirror(i, p.slot(i));
         }
