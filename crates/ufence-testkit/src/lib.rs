@@ -1,0 +1,109 @@
+//! What ufence's tests need from outside the workspace (a real `sqlite3`, `tmux`, a Prometheus
+//! server, another allocator), found or installed in one place.
+//!
+//! README's test command must pass on a fresh machine, and a test that silently skips because
+//! a tool is missing is not a pass. So a test asks [`require_command`] or [`require_file`]:
+//! what is there is used; what is not is installed from Debian's packages when the tests run as
+//! root with `apt-get` at hand (quietly, once, serialised between test processes by a lock
+//! file); otherwise the test fails with one line saying what to install.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+/// Finds an executable on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The path of command `name`, installing Debian package `package` first if it is missing.
+/// Panics with one line naming the package when it is neither there nor installable.
+pub fn require_command(name: &str, package: &str) -> PathBuf {
+    if let Some(p) = which(name) {
+        return p;
+    }
+    install(package, &format!("command `{name}`"));
+    which(name).unwrap_or_else(|| {
+        panic!("needs command `{name}`: package `{package}` installed but `{name}` is not on PATH")
+    })
+}
+
+/// `path`, installing Debian package `package` first if the file is missing.
+pub fn require_file(path: &str, package: &str) -> PathBuf {
+    let p = Path::new(path);
+    if !p.exists() {
+        install(package, path);
+    }
+    assert!(
+        p.exists(),
+        "needs {path}: package `{package}` installed but the file is not there"
+    );
+    p.to_path_buf()
+}
+
+/// Serialises installs between the threads of one test binary; the lock file does so between
+/// test binaries that cargo runs one after another or side by side.
+static INSTALLING: Mutex<()> = Mutex::new(());
+
+fn install(package: &str, what: &str) {
+    let _guard = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    let fail = |why: &str| -> ! {
+        panic!("needs {what}: install it with `apt-get install {package}` ({why})")
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        fail("not root, so the tests cannot install it themselves");
+    }
+    if which("apt-get").is_none() {
+        fail("no apt-get on this machine");
+    }
+    let lock = File::create(std::env::temp_dir().join("ufence-testkit-apt.lock"))
+        .unwrap_or_else(|e| fail(&format!("cannot create the install lock: {e}")));
+    // SAFETY: flock on a descriptor this function owns; released when `lock` is dropped.
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    if installed(package) {
+        return;
+    }
+    eprintln!("note: installing `{package}` for the tests (apt-get)");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .output()
+    };
+    let mut out = apt(&["install", "-y", "-qq", "--no-install-recommends", package]);
+    if !matches!(&out, Ok(o) if o.status.success()) {
+        // A fresh machine's package lists may be empty or old.
+        let _ = apt(&["update", "-qq"]);
+        out = apt(&["install", "-y", "-qq", "--no-install-recommends", package]);
+    }
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            let last = err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            fail(&format!("apt-get failed: {}", last.trim()))
+        }
+        Err(e) => fail(&format!("cannot run apt-get: {e}")),
+    }
+}
+
+/// Whether dpkg has `package` installed (another test binary may have installed it while this
+/// one waited for the lock).
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
