@@ -1,8 +1,9 @@
 //! libufence.so: the C ABI of ufence for `LD_PRELOAD`.
 //!
 //! Exports the whole malloc family. Each entry point does the sampling check (a thread-local
-//! decrement and a branch) and otherwise forwards to glibc's own allocator through its
-//! `__libc_*` entry points, which never come back here. Sampled requests are served from the
+//! decrement and a branch) and otherwise forwards to the allocator behind ufence in the
+//! program's lookup order (glibc's, or jemalloc, tcmalloc, mimalloc: see [`next`]), and so do
+//! the other allocators' own entry points that take a pointer ([`extended`]). Sampled requests are served from the
 //! guarded pool by the `ufence` crate. Semantics (return values, `errno`, edge cases) are
 //! glibc's: the sampled path only takes requests it can serve exactly as glibc would, and leaves
 //! everything unusual (bad alignments, size 0, huge sizes) to glibc.
@@ -19,15 +20,8 @@ use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use ufence_core as uf;
 
-extern "C" {
-    fn __libc_malloc(size: usize) -> *mut c_void;
-    fn __libc_free(p: *mut c_void);
-    fn __libc_calloc(n: usize, size: usize) -> *mut c_void;
-    fn __libc_realloc(p: *mut c_void, size: usize) -> *mut c_void;
-    fn __libc_memalign(align: usize, size: usize) -> *mut c_void;
-    fn __libc_valloc(size: usize) -> *mut c_void;
-    fn __libc_pvalloc(size: usize) -> *mut c_void;
-}
+mod extended;
+mod next;
 
 static DEFAULTS: uf::Options = uf::Options::DEFAULT;
 
@@ -42,7 +36,7 @@ fn natural_align(_size: usize) -> usize {
 }
 
 // Every entry point is the sampling check (or, for `free`, the pool range check) followed by a
-// tail call into glibc; whatever else a sampled request needs lives in the `#[cold]` functions
+// tail call into the next allocator; whatever else a sampled request needs lives in the `#[cold]` functions
 // below, out of line, so the fast path needs no stack frame.
 
 #[no_mangle]
@@ -50,8 +44,8 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
     if uf::sample_tick() {
         return malloc_sampled(size);
     }
-    // SAFETY: glibc's malloc accepts any size.
-    unsafe { __libc_malloc(size) }
+    // SAFETY: the next allocator's malloc accepts any size.
+    unsafe { next::MALLOC.get()(size) }
 }
 
 #[cold]
@@ -62,7 +56,7 @@ fn malloc_sampled(size: usize) -> *mut c_void {
         return p.cast();
     }
     // SAFETY: as in malloc.
-    unsafe { __libc_malloc(size) }
+    unsafe { next::MALLOC.get()(size) }
 }
 
 #[no_mangle]
@@ -70,13 +64,13 @@ pub extern "C" fn free(p: *mut c_void) {
     if uf::owns(p.cast()) {
         return free_pool(p);
     }
-    // SAFETY: not a pool pointer, so it is glibc's (or null, which glibc accepts).
-    unsafe { __libc_free(p) }
+    // SAFETY: not a pool pointer, so it is the next allocator's (or null, which it accepts).
+    unsafe { next::FREE.get()(p) }
 }
 
 #[cold]
 #[inline(never)]
-fn free_pool(p: *mut c_void) {
+pub(crate) fn free_pool(p: *mut c_void) {
     let e = uf::sys::errno();
     uf::free_slow(p.cast());
     uf::sys::set_errno(e);
@@ -93,8 +87,8 @@ pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
     if uf::sample_tick() {
         return calloc_sampled(n, size);
     }
-    // SAFETY: glibc's calloc checks the overflow itself and sets ENOMEM.
-    unsafe { __libc_calloc(n, size) }
+    // SAFETY: the next allocator's calloc checks the overflow itself and sets ENOMEM.
+    unsafe { next::CALLOC.get()(n, size) }
 }
 
 #[cold]
@@ -109,7 +103,7 @@ fn calloc_sampled(n: usize, size: usize) -> *mut c_void {
         }
     }
     // SAFETY: as in calloc.
-    unsafe { __libc_calloc(n, size) }
+    unsafe { next::CALLOC.get()(n, size) }
 }
 
 #[no_mangle]
@@ -123,8 +117,8 @@ pub extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     if size != 0 && uf::sample_tick() {
         return realloc_sampled(p, size);
     }
-    // SAFETY: p is glibc's.
-    unsafe { __libc_realloc(p, size) }
+    // SAFETY: p is the next allocator's.
+    unsafe { next::REALLOC.get()(p, size) }
 }
 
 /// realloc of a pool object: it always moves, so the old address is a use-after-free trap.
@@ -151,20 +145,25 @@ fn realloc_pool(p: *mut c_void, size: usize) -> *mut c_void {
     new
 }
 
-/// realloc of a glibc chunk that the sampler picked: it moves into the pool.
+/// realloc of the next allocator's chunk that the sampler picked: it moves into the pool, if
+/// that allocator can say how many bytes the chunk holds.
 #[cold]
 #[inline(never)]
 fn realloc_sampled(p: *mut c_void, size: usize) -> *mut c_void {
-    let new = uf::alloc_slow(size, natural_align(size), &DEFAULTS);
+    let new = match next::usable_size(p) {
+        Some(_) => uf::alloc_slow(size, natural_align(size), &DEFAULTS),
+        None => core::ptr::null_mut(),
+    };
     if new.is_null() {
-        // SAFETY: p is glibc's.
-        return unsafe { __libc_realloc(p, size) };
+        // SAFETY: p is the next allocator's.
+        return unsafe { next::REALLOC.get()(p, size) };
     }
-    // SAFETY: p is a live glibc chunk of at least its usable size; new has `size` bytes.
+    // SAFETY: p is a live chunk of the next allocator with at least its usable size; new has
+    // `size` bytes.
     unsafe {
-        let old = glibc_usable_size(p);
+        let old = next::usable_size(p).unwrap_or(0);
         core::ptr::copy_nonoverlapping(p.cast::<u8>(), new, old.min(size));
-        __libc_free(p);
+        next::FREE.get()(p);
     }
     new.cast()
 }
@@ -190,8 +189,8 @@ pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
     if uf::sample_tick() {
         return memalign_sampled(align, size);
     }
-    // SAFETY: glibc handles odd alignments (rounds up) and sets errno.
-    unsafe { __libc_memalign(align, size) }
+    // SAFETY: the next allocator handles odd alignments (glibc rounds up) and sets errno.
+    unsafe { next::MEMALIGN.get()(align, size) }
 }
 
 /// Only requests glibc would serve as asked (a power-of-two alignment) go to the pool;
@@ -206,7 +205,7 @@ fn memalign_sampled(align: usize, size: usize) -> *mut c_void {
         }
     }
     // SAFETY: as in memalign.
-    unsafe { __libc_memalign(align, size) }
+    unsafe { next::MEMALIGN.get()(align, size) }
 }
 
 #[no_mangle]
@@ -239,8 +238,8 @@ pub extern "C" fn valloc(size: usize) -> *mut c_void {
             return p.cast();
         }
     }
-    // SAFETY: glibc's valloc accepts any size.
-    unsafe { __libc_valloc(size) }
+    // SAFETY: the next allocator's valloc accepts any size.
+    unsafe { next::VALLOC.get()(size) }
 }
 
 #[no_mangle]
@@ -255,8 +254,8 @@ pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
             }
         }
     }
-    // SAFETY: glibc's pvalloc accepts any size.
-    unsafe { __libc_pvalloc(size) }
+    // SAFETY: the next allocator's pvalloc accepts any size.
+    unsafe { next::PVALLOC.get()(size) }
 }
 
 #[no_mangle]
@@ -268,31 +267,9 @@ pub extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
         // The requested size, so that a program filling its usable size stays in bounds.
         return uf::object_size(p.cast()).unwrap_or(0);
     }
-    // SAFETY: p is glibc's.
-    unsafe { glibc_usable_size(p) }
-}
-
-/// glibc's `malloc_usable_size`, found behind ours when the library is loaded (not lazily:
-/// `dlsym` would clear a pending `dlerror()` of the program's, and may run while the loader is
-/// half-way through a `dlopen`).
-static GLIBC_USABLE_SIZE: AtomicUsize = AtomicUsize::new(0);
-
-fn resolve_glibc_usable_size() {
-    // SAFETY: dlsym with a NUL-terminated name, from the library's constructor.
-    let f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"malloc_usable_size".as_ptr()) };
-    GLIBC_USABLE_SIZE.store(f as usize, Ordering::Relaxed);
-}
-
-unsafe fn glibc_usable_size(p: *mut c_void) -> usize {
-    let f = GLIBC_USABLE_SIZE.load(Ordering::Relaxed);
-    if f == 0 {
-        return 0;
-    }
-    // SAFETY: f is glibc's malloc_usable_size, whose signature this is.
-    unsafe {
-        let f: unsafe extern "C" fn(*mut c_void) -> usize = core::mem::transmute(f);
-        f(p)
-    }
+    // SAFETY: p is the next allocator's, and this its malloc_usable_size (or the one the
+    // program would have called without ufence).
+    unsafe { next::USABLE_SIZE.get()(p) }
 }
 
 extern "C" {
@@ -367,8 +344,8 @@ pub extern "C" fn _Exit(status: i32) -> ! {
 /// exec fails. (The variadic `execl*` cannot be written in stable Rust; glibc's own go to its
 /// internal `execve`, so those still leave the file, as does a raw `execve` system call.)
 ///
-/// The C library's functions are found when the library is loaded, as `malloc_usable_size`
-/// is: a forked child of a threaded program (Rust's `Command` does this) calls `execvp`, and
+/// The C library's functions are found when the library is loaded, as the allocator's are
+/// ([`next`]): a forked child of a threaded program (Rust's `Command` does this) calls `execvp`, and
 /// must not take the loader's lock there.
 macro_rules! exec_wrappers {
     ($($name:ident, $cname:literal, ($($arg:ident: $ty:ty),*);)+) => {
@@ -428,7 +405,7 @@ exec_wrappers! {
 /// Marks the process as running under the preload (so reports cut this library's frames) and
 /// starts ufence early, before `main`, so that option warnings come first.
 extern "C" fn on_load() {
-    resolve_glibc_usable_size();
+    next::ensure();
     resolve_exec();
     uf::mark_preload();
     uf::start(&DEFAULTS);

@@ -55,6 +55,19 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
     detector::alloc_slow(size, align, defaults)
 }
 
+/// Marks the calling thread as looking up the allocator a preload forwards to; false if it
+/// already is (a call made by that lookup). See `ufence-preload`'s `next` module.
+#[inline]
+pub fn begin_lookup() -> bool {
+    sampler::begin_lookup()
+}
+
+/// Ends a [`begin_lookup`] that returned true.
+#[inline]
+pub fn end_lookup() {
+    sampler::end_lookup()
+}
+
 /// Frees a pointer for which [`owns`] is true.
 #[inline]
 pub fn free_slow(p: *mut u8) {

@@ -42,7 +42,10 @@ struct ThreadState {
     burst_left: u64,
     /// The last address this thread faulted on inside a live object's page (see `fault`).
     last_fault: u64,
-    _spare: [u64; 7],
+    /// Non-zero while this thread looks up the allocator a preload forwards to (see
+    /// [`begin_lookup`]).
+    looking_up: u64,
+    _spare: [u64; 6],
 }
 
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 128);
@@ -323,6 +326,29 @@ pub fn hold() -> i64 {
         (*t).countdown = BUSY;
         prev
     }
+}
+
+/// Marks the calling thread as looking up the allocator behind the preload (with `dlsym`).
+/// Returns false if it already is: an allocation made by the lookup itself, which must not
+/// start another one.
+#[inline]
+pub fn begin_lookup() -> bool {
+    // SAFETY: the calling thread's own block.
+    unsafe {
+        let t = state();
+        if (*t).looking_up != 0 {
+            return false;
+        }
+        (*t).looking_up = 1;
+    }
+    true
+}
+
+/// Ends a [`begin_lookup`] that returned true.
+#[inline]
+pub fn end_lookup() {
+    // SAFETY: the calling thread's own block.
+    unsafe { (*state()).looking_up = 0 };
 }
 
 /// Ends a [`hold`] that did not run [`decide`], restoring the countdown it returned.
