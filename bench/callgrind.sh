@@ -5,7 +5,11 @@
 #
 # (a) Rust: target/release/examples/alloc_bench --callgrind-plain N vs --callgrind-guarded N
 #     (N direct alloc/dealloc pairs on System vs on ufence::Guarded<System>, nothing else);
-# (b) C: bench/micro/pairs.c doing N malloc/free pairs, plain vs LD_PRELOAD=libufence.so.
+# (b) C: bench/micro/pairs.c doing N malloc/free pairs, plain vs LD_PRELOAD=libufence.so;
+#     C++: bench/micro/pairs_cxx.cc doing N operator new/delete (sized) pairs, the same way;
+#     both again on jemalloc (LD_PRELOAD=libjemalloc.so.2 vs LD_PRELOAD="libufence.so
+#     libjemalloc.so.2"), when Debian's libjemalloc2 is installed; and, with OLD_SO=path, the
+#     C and C++ rows for an older libufence.so, to compare before and after in one run.
 # (c) every workload of bench/run.sh at its --quick size, plain vs LD_PRELOAD=libufence.so:
 #     total instructions and their ratio. Unlike wall-clock time on a shared machine, this does
 #     not drown a 0.5 % difference in noise (it does not see cache or syscall costs either).
@@ -32,6 +36,7 @@ echo "== building" >&2
 cargo build --release -p ufence-preload >&2
 cargo build --release -p ufence --example alloc_bench >&2
 gcc -O2 -o "$OUT/pairs" bench/micro/pairs.c
+g++ -O2 -o "$OUT/pairs_cxx" bench/micro/pairs_cxx.cc
 mkdir -p "$OUT/bin"
 for src in bench/workloads/*.c; do
     gcc -O2 -pthread -o "$OUT/bin/$(basename "$src" .c)" "$src"
@@ -65,35 +70,55 @@ ir() {
     echo
 } >"$OUT/callgrind.md"
 
-declare -A IR
-for n in "$N1" "$N2"; do
-    echo "== N=$n" >&2
-    IR[rust_plain_$n]=$(ir "rust-plain-$n" "" "$RUST" --callgrind-plain "$n")
-    IR[rust_guarded_$n]=$(ir "rust-guarded-$n" "" "$RUST" --callgrind-guarded "$n")
-    IR[c_plain_$n]=$(ir "c-plain-$n" "" "$OUT/pairs" "$n")
-    IR[c_preload_$n]=$(ir "c-preload-$n" "$SO" "$OUT/pairs" "$n")
-done
-
-python3 - "$N1" "$N2" \
-    "${IR[rust_plain_$N1]}" "${IR[rust_guarded_$N1]}" "${IR[rust_plain_$N2]}" "${IR[rust_guarded_$N2]}" \
-    "${IR[c_plain_$N1]}" "${IR[c_preload_$N1]}" "${IR[c_plain_$N2]}" "${IR[c_preload_$N2]}" \
-    >>"$OUT/callgrind.md" <<'PY'
+# pair_row NAME PLAIN_PRELOAD UFENCE_PRELOAD PROG [PLAIN_FLAG UFENCE_FLAG]: the table row of one
+# variant, counted at N1 and N2 pairs: `PROG [FLAG] N` under each preload (the plain run may
+# itself be under one, such as another allocator).
+pair_row() {
+    local name=$1 plain=$2 uf=$3 prog=$4
+    local pf=() uff=()
+    [ -n "${5:-}" ] && pf=("$5")
+    [ -n "${6:-}" ] && uff=("$6")
+    local tag
+    tag=$(echo "$name" | tr -c 'a-zA-Z0-9' '-' | cut -c1-40)
+    local p1 u1 p2 u2
+    echo "== $name" >&2
+    p1=$(ir "$tag-plain-$N1" "$plain" "$prog" "${pf[@]}" "$N1")
+    u1=$(ir "$tag-ufence-$N1" "$uf" "$prog" "${uff[@]}" "$N1")
+    p2=$(ir "$tag-plain-$N2" "$plain" "$prog" "${pf[@]}" "$N2")
+    u2=$(ir "$tag-ufence-$N2" "$uf" "$prog" "${uff[@]}" "$N2")
+    python3 - "$name" "$N1" "$N2" "$p1" "$u1" "$p2" "$u2" <<'PY'
 import sys
-n1, n2 = int(sys.argv[1]), int(sys.argv[2])
-v = list(map(int, sys.argv[3:]))
-rows = [("Rust `Guarded<System>` vs `System` (alloc_bench --callgrind-*)", v[0:4]),
-        ("C malloc/free, `LD_PRELOAD=libufence.so` vs plain (bench/micro/pairs.c)", v[4:8])]
-print(f"| variant | Ir plain N={n1} | Ir ufence N={n1} | Ir plain N={n2} | Ir ufence N={n2} "
-      f"| plain Ir/pair | extra Ir/pair (ufence - plain) | target <= 10 |")
-print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
-worst = 0.0
-for name, (p1, u1, p2, u2) in rows:
-    per_plain = (p2 - p1) / (n2 - n1)
-    extra = ((u2 - p2) - (u1 - p1)) / (n2 - n1)
-    worst = max(worst, extra)
-    print(f"| {name} | {p1:,} | {u1:,} | {p2:,} | {u2:,} | {per_plain:.2f} | {extra:.2f} "
-          f"| {'met' if extra <= 10 else 'NOT met'} |")
+name = sys.argv[1]
+n1, n2, p1, u1, p2, u2 = map(int, sys.argv[2:])
+per_plain = (p2 - p1) / (n2 - n1)
+extra = ((u2 - p2) - (u1 - p1)) / (n2 - n1)
+print(f"| {name} | {p1:,} | {u1:,} | {p2:,} | {u2:,} | {per_plain:.2f} | {extra:.2f} "
+      f"| {'met' if extra <= 10 else 'NOT met'} |")
 PY
+}
+
+{
+    echo "| variant | Ir plain N=$N1 | Ir ufence N=$N1 | Ir plain N=$N2 | Ir ufence N=$N2 | plain Ir/pair | extra Ir/pair (ufence - plain) | target <= 10 |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    pair_row "Rust \`Guarded<System>\` vs \`System\` (alloc_bench --callgrind-*)" "" "" \
+        "$RUST" --callgrind-plain --callgrind-guarded
+    pair_row "C malloc/free, \`LD_PRELOAD=libufence.so\` vs plain (bench/micro/pairs.c)" "" "$SO" "$OUT/pairs"
+    pair_row "C++ new/delete, \`LD_PRELOAD=libufence.so\` vs plain (bench/micro/pairs_cxx.cc)" "" "$SO" "$OUT/pairs_cxx"
+    JE=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+    if [ -e "$JE" ]; then
+        pair_row "C malloc/free on jemalloc, ufence + jemalloc vs jemalloc" "$JE" "$SO $JE" "$OUT/pairs"
+        pair_row "C++ new/delete on jemalloc, ufence + jemalloc vs jemalloc" "$JE" "$SO $JE" "$OUT/pairs_cxx"
+    fi
+    if [ -n "${OLD_SO:-}" ]; then
+        cp "$OLD_SO" "$OUT/callgrind/libufence-old.so"
+        OLD=$OUT/callgrind/libufence-old.so
+        pair_row "C malloc/free, OLD_SO vs plain" "" "$OLD" "$OUT/pairs"
+        pair_row "C++ new/delete, OLD_SO vs plain" "" "$OLD" "$OUT/pairs_cxx"
+        if [ -e "$JE" ]; then
+            pair_row "C++ new/delete on jemalloc, OLD_SO + jemalloc vs jemalloc" "$JE" "$OLD $JE" "$OUT/pairs_cxx"
+        fi
+    fi
+} >>"$OUT/callgrind.md"
 
 # (c) the workloads, quick sizes (as bench/run.sh --quick).
 PYTHON=/usr/bin/python3

@@ -20,10 +20,11 @@ use core::ffi::{c_char, c_int, c_void};
 use core::sync::atomic::{AtomicUsize, Ordering};
 use ufence_core as uf;
 
+mod cxx;
 mod extended;
 mod next;
 
-static DEFAULTS: uf::Options = uf::Options::DEFAULT;
+pub(crate) static DEFAULTS: uf::Options = uf::Options::DEFAULT;
 
 /// The alignment malloc gives `size` bytes: glibc's MALLOC_ALIGNMENT, 16, whatever the size.
 /// C17 would allow less for small sizes (and less would let the guard page sit right after
@@ -216,7 +217,7 @@ pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
 #[no_mangle]
 pub extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> i32 {
     let word = core::mem::size_of::<usize>();
-    if align % word != 0 || !valid_power_of_two(align / word) {
+    if !align.is_multiple_of(word) || !valid_power_of_two(align / word) {
         return libc::EINVAL;
     }
     let e = uf::sys::errno();

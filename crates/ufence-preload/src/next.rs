@@ -44,6 +44,7 @@ type PosixMemalignFn = unsafe extern "C" fn(*mut *mut c_void, usize, usize) -> c
 /// Read with a plain load rather than an atomic one, so that the call compiles to a single
 /// `jmp *ptr(%rip)`, as the jump through the GOT did (a relaxed atomic load is not folded into
 /// the jump and costs an instruction more on every allocation and free).
+#[repr(C)]
 pub struct Next<F> {
     ptr: UnsafeCell<*mut c_void>,
     _f: PhantomData<F>,
@@ -220,6 +221,7 @@ fn fill() {
     USABLE_SIZE_KNOWN.store(known, Ordering::Relaxed);
 
     crate::extended::fill();
+    crate::cxx::fill();
 }
 
 fn or(f: *mut c_void, fallback: *mut c_void) -> *mut c_void {

@@ -11,6 +11,7 @@
 mod support;
 
 use std::net::TcpStream;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -77,6 +78,37 @@ fn program(on: Option<Allocator>) -> PathBuf {
         cmd.arg(a.define).arg(a.path());
     }
     let built = cmd.output().expect("running gcc");
+    assert!(
+        built.status.success(),
+        "building {name}: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    out
+}
+
+/// `ops.cc` (C++ operators), linked against the allocator `on` (None: glibc and libstdc++).
+fn cxx_program(on: Option<Allocator>) -> PathBuf {
+    static BUILT: OnceLock<Mutex<()>> = OnceLock::new();
+    let _guard = BUILT.get_or_init(Default::default).lock().unwrap();
+    let name = on.map_or("glibc", |a| a.name);
+    let dir = target_dir()
+        .join("allocator-tests")
+        .join(std::process::id().to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!("ops-{name}"));
+    if out.exists() {
+        return out;
+    }
+    let src = workspace_root().join("crates/ufence-preload/tests/c/allocators/ops.cc");
+    let mut cmd = Command::new("g++");
+    // -fsized-deallocation and -faligned-new are on by default for C++17: every form is used.
+    cmd.args(["-O2", "-g", "-std=c++17", "-o"])
+        .arg(&out)
+        .arg(&src);
+    if let Some(a) = on {
+        cmd.arg(a.path());
+    }
+    let built = cmd.output().expect("running g++");
     assert!(
         built.status.success(),
         "building {name}: {}",
@@ -231,6 +263,71 @@ fn use_after_free_is_caught_on_each_allocator() {
             // Execution went on (on_error=continue) and read what the object held: 1 + 8 * 7.
             assert_eq!(text(&out.stdout), "read 57\n", "{what}");
         }
+    }
+}
+
+/// C++ on each allocator: jemalloc, tcmalloc and mimalloc define `operator new` and `delete`
+/// themselves, so ufence interposes every form of them. A clean program that uses all of them
+/// prints what it prints without ufence; a new that cannot be served still runs the program's
+/// new-handler and throws `std::bad_alloc` (or returns null for nothrow) through ufence's
+/// operator; and a use-after-free of a `new[]`'d array is caught.
+#[test]
+fn cxx_operators_on_each_allocator() {
+    for on in [None, Some(JEMALLOC), Some(TCMALLOC), Some(MIMALLOC)] {
+        let prog = cxx_program(on);
+        let plain = run(&prog, &["clean"], None, "");
+        assert!(plain.status.success(), "{on:?} without ufence: {plain:?}");
+        let expected = text(&plain.stdout);
+        for opts in OPTION_SETS {
+            let out = run(&prog, &["clean"], Some(&ufence()), opts);
+            assert_clean(&out, &expected, &format!("C++ on {on:?} {opts}"));
+        }
+
+        // Out of memory ends as it does without ufence: std::bad_alloc after the handler ran
+        // (glibc with libstdc++, jemalloc, tcmalloc), or mimalloc's own abort.
+        let plain = run(&prog, &["huge"], None, "");
+        if on.is_none() {
+            assert_eq!(
+                text(&plain.stdout),
+                "bad_alloc after 1 handler call(s)\nnothrow: null\n"
+            );
+        }
+        for opts in ["", EVERY] {
+            let out = run(&prog, &["huge"], Some(&ufence()), opts);
+            let what = format!("C++ out of memory on {on:?} {opts}");
+            assert_eq!(out.status.code(), plain.status.code(), "{what}: {out:?}");
+            assert_eq!(
+                out.status.signal(),
+                plain.status.signal(),
+                "{what}: {out:?}"
+            );
+            assert_eq!(text(&out.stdout), text(&plain.stdout), "{what}");
+            assert!(!text(&out.stderr).contains("UFENCE"), "{what}: {out:?}");
+        }
+
+        let out = run(&prog, &["uaf"], Some(&ufence()), EVERY);
+        let stderr = text(&out.stderr);
+        let what = format!("C++ use-after-free on {on:?}");
+        assert!(out.status.success(), "{what}: {:?}\n{stderr}", out.status);
+        let r = parse_report(&stderr);
+        assert!(
+            r.title.starts_with("use-after-free read in read_int"),
+            "{what}: {}\n{stderr}",
+            r.title
+        );
+        assert!(
+            r.headline.contains("(in ufence-#"),
+            "{what}: {}",
+            r.headline
+        );
+        // The operator frames (ufence's, or the allocator's) are cut: both stacks start in main.
+        for (stack, name) in [(&r.alloc, "allocation"), (&r.free, "free")] {
+            assert!(
+                stack.first().is_some_and(|f| f.function == "main"),
+                "{what}: {name} stack {stack:?}"
+            );
+        }
+        assert_eq!(text(&out.stdout), "read 15\n", "{what}");
     }
 }
 

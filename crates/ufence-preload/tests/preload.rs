@@ -528,7 +528,7 @@ fn parse_record_header(line: &str, verb: &str) -> Option<(u64, String)> {
 fn parse_reports(stderr: &str) -> Result<Vec<Report>, String> {
     let lines: Vec<&str> = stderr.lines().collect();
     let rules: Vec<usize> = (0..lines.len()).filter(|&i| lines[i] == RULE).collect();
-    if rules.len() % 2 != 0 {
+    if !rules.len().is_multiple_of(2) {
         return Err(format!(
             "unbalanced report rules ({} rule lines)",
             rules.len()

@@ -375,7 +375,7 @@ impl Pool {
 fn first_damaged_in(from: usize, to: usize) -> Option<usize> {
     let mut a = from;
     // SAFETY (all reads below): [from, to) lies on an accessible object page owned by the caller.
-    while a < to && a % 8 != 0 {
+    while a < to && !a.is_multiple_of(8) {
         if unsafe { *(a as *const u8) } != canary_byte(a) {
             return Some(a);
         }

@@ -34,7 +34,7 @@ fn placed(size: usize, align: usize, right: bool) -> *mut u8 {
         let p = alloc(size, align);
         assert!(ufence::owns(p), "allocation not sampled");
         // Left-placed objects start their page; right-placed ones end near its end.
-        let at_right = p as usize % PAGE != 0;
+        let at_right = !(p as usize).is_multiple_of(PAGE);
         if at_right == right {
             return p;
         }
@@ -228,7 +228,7 @@ fn passthrough() {
         ufence::owns(over),
         ufence::owns(small)
     );
-    println!("over_aligned={}", over as usize % (2 * PAGE) == 0);
+    println!("over_aligned={}", (over as usize).is_multiple_of(2 * PAGE));
     println!(
         "incompatible={}",
         after.skipped_incompatible - before.skipped_incompatible
@@ -585,7 +585,7 @@ fn sizes_timed() {
     let mut i = 0u64;
     while start.elapsed().as_millis() < 300 {
         i += 1;
-        let size = if i % 1000 == 0 { 150 } else { 48 };
+        let size = if i.is_multiple_of(1000) { 150 } else { 48 };
         let p = alloc(size, 8);
         if ufence::owns(p) {
             sampled += 1;

@@ -1,0 +1,399 @@
+//! C++ `operator new` and `operator delete`, every form (plain, array, sized, aligned, nothrow).
+//!
+//! jemalloc, tcmalloc and mimalloc define the operators themselves, without going through
+//! `malloc`: without these entry points a C++ program on one of them would never have an
+//! object sampled. On glibc the operators come from libstdc++, which calls `malloc` and `free`;
+//! ufence then serves them straight from the allocator behind it (`malloc`, or `memalign` for
+//! the aligned forms, and `free`), which skips libstdc++'s hop and is what its operators do.
+//! That shortcut (`DIRECT`) is taken only when the next operators are libstdc++'s (or libc++'s)
+//! or the allocator's own; a library with operators of its own gets its calls forwarded.
+//!
+//! When the allocator runs out of memory, the throwing forms must throw `std::bad_alloc` after
+//! trying the program's new-handler: they jump to the next `operator new`, which does both. An
+//! exception must not unwind through a Rust frame (the crate aborts on unwinding), so these
+//! four forms are naked functions whose frame is gone before that jump, with call-frame
+//! information so that stack captures walk through them.
+
+use crate::next::{lookup, with_malloc_or_cxx_runtime, Next, FREE, MALLOC, MEMALIGN};
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, Ordering};
+use ufence_core as uf;
+
+type NewFn = unsafe extern "C" fn(usize) -> *mut c_void;
+type NewAlignedFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+type NewNothrowFn = unsafe extern "C" fn(usize, *const c_void) -> *mut c_void;
+type NewAlignedNothrowFn = unsafe extern "C" fn(usize, usize, *const c_void) -> *mut c_void;
+type DeleteFn = unsafe extern "C" fn(*mut c_void);
+type Delete2Fn = unsafe extern "C" fn(*mut c_void, usize);
+type DeleteNothrowFn = unsafe extern "C" fn(*mut c_void, *const c_void);
+type Delete3Fn = unsafe extern "C" fn(*mut c_void, usize, usize);
+type DeleteAlignedNothrowFn = unsafe extern "C" fn(*mut c_void, usize, *const c_void);
+
+/// Whether the operators may be served by the allocator behind ufence directly (see the
+/// module's doc). True until the lookup says otherwise, which suits glibc and the three
+/// allocators alike.
+static DIRECT: AtomicBool = AtomicBool::new(true);
+
+static NEW: Next<NewFn> = Next::new(missing_new as *mut c_void);
+static NEW_ARRAY: Next<NewFn> = Next::new(missing_new as *mut c_void);
+static NEW_ALIGNED: Next<NewAlignedFn> = Next::new(missing_new_aligned as *mut c_void);
+static NEW_ARRAY_ALIGNED: Next<NewAlignedFn> = Next::new(missing_new_aligned as *mut c_void);
+static NEW_NOTHROW: Next<NewNothrowFn> = Next::new(missing_new_nothrow as *mut c_void);
+static NEW_ARRAY_NOTHROW: Next<NewNothrowFn> = Next::new(missing_new_nothrow as *mut c_void);
+static NEW_ALIGNED_NOTHROW: Next<NewAlignedNothrowFn> =
+    Next::new(missing_new_aligned_nothrow as *mut c_void);
+static NEW_ARRAY_ALIGNED_NOTHROW: Next<NewAlignedNothrowFn> =
+    Next::new(missing_new_aligned_nothrow as *mut c_void);
+
+static DELETE: Next<DeleteFn> = Next::new(missing_delete as *mut c_void);
+static DELETE_ARRAY: Next<DeleteFn> = Next::new(missing_delete as *mut c_void);
+static DELETE_SIZED: Next<Delete2Fn> = Next::new(missing_delete2 as *mut c_void);
+static DELETE_ARRAY_SIZED: Next<Delete2Fn> = Next::new(missing_delete2 as *mut c_void);
+static DELETE_ALIGNED: Next<Delete2Fn> = Next::new(missing_delete2 as *mut c_void);
+static DELETE_ARRAY_ALIGNED: Next<Delete2Fn> = Next::new(missing_delete2 as *mut c_void);
+static DELETE_NOTHROW: Next<DeleteNothrowFn> = Next::new(missing_delete_nothrow as *mut c_void);
+static DELETE_ARRAY_NOTHROW: Next<DeleteNothrowFn> =
+    Next::new(missing_delete_nothrow as *mut c_void);
+static DELETE_SIZED_ALIGNED: Next<Delete3Fn> = Next::new(missing_delete3 as *mut c_void);
+static DELETE_ARRAY_SIZED_ALIGNED: Next<Delete3Fn> = Next::new(missing_delete3 as *mut c_void);
+static DELETE_ALIGNED_NOTHROW: Next<DeleteAlignedNothrowFn> =
+    Next::new(missing_delete_aligned_nothrow as *mut c_void);
+static DELETE_ARRAY_ALIGNED_NOTHROW: Next<DeleteAlignedNothrowFn> =
+    Next::new(missing_delete_aligned_nothrow as *mut c_void);
+
+/// Looks up the next operators (from `next::fill`).
+pub fn fill() {
+    let new = lookup(c"_Znwm");
+    let delete = lookup(c"_ZdlPv");
+    let direct = (new.is_null() || with_malloc_or_cxx_runtime(new))
+        && (delete.is_null() || with_malloc_or_cxx_runtime(delete));
+    NEW.set(new);
+    NEW_ARRAY.set(lookup(c"_Znam"));
+    NEW_ALIGNED.set(lookup(c"_ZnwmSt11align_val_t"));
+    NEW_ARRAY_ALIGNED.set(lookup(c"_ZnamSt11align_val_t"));
+    NEW_NOTHROW.set(lookup(c"_ZnwmRKSt9nothrow_t"));
+    NEW_ARRAY_NOTHROW.set(lookup(c"_ZnamRKSt9nothrow_t"));
+    NEW_ALIGNED_NOTHROW.set(lookup(c"_ZnwmSt11align_val_tRKSt9nothrow_t"));
+    NEW_ARRAY_ALIGNED_NOTHROW.set(lookup(c"_ZnamSt11align_val_tRKSt9nothrow_t"));
+    DELETE.set(delete);
+    DELETE_ARRAY.set(lookup(c"_ZdaPv"));
+    DELETE_SIZED.set(lookup(c"_ZdlPvm"));
+    DELETE_ARRAY_SIZED.set(lookup(c"_ZdaPvm"));
+    DELETE_ALIGNED.set(lookup(c"_ZdlPvSt11align_val_t"));
+    DELETE_ARRAY_ALIGNED.set(lookup(c"_ZdaPvSt11align_val_t"));
+    DELETE_NOTHROW.set(lookup(c"_ZdlPvRKSt9nothrow_t"));
+    DELETE_ARRAY_NOTHROW.set(lookup(c"_ZdaPvRKSt9nothrow_t"));
+    DELETE_SIZED_ALIGNED.set(lookup(c"_ZdlPvmSt11align_val_t"));
+    DELETE_ARRAY_SIZED_ALIGNED.set(lookup(c"_ZdaPvmSt11align_val_t"));
+    DELETE_ALIGNED_NOTHROW.set(lookup(c"_ZdlPvSt11align_val_tRKSt9nothrow_t"));
+    DELETE_ARRAY_ALIGNED_NOTHROW.set(lookup(c"_ZdaPvSt11align_val_tRKSt9nothrow_t"));
+    DIRECT.store(direct, Ordering::Relaxed);
+}
+
+/// The fast path of every `operator new`: a sampled object, or (when `DIRECT`) the allocator's
+/// memory, or null: then the caller goes to the next `operator new`, which tries the
+/// new-handler and throws or returns null as its form requires. `align` 0 is the plain forms'.
+extern "C" fn new_try(size: usize, align: usize) -> *mut c_void {
+    if uf::sample_tick() {
+        let p = new_sampled(size, align);
+        if !p.is_null() {
+            return p;
+        }
+    }
+    if !DIRECT.load(Ordering::Relaxed) {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: the allocator's malloc and memalign accept any size; `align` is the power of two
+    // the program passed as std::align_val_t.
+    unsafe {
+        if align == 0 {
+            MALLOC.get()(size)
+        } else {
+            MEMALIGN.get()(align, size)
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn new_sampled(size: usize, align: usize) -> *mut c_void {
+    uf::alloc_slow(size, align.max(16), &crate::DEFAULTS).cast()
+}
+
+/// Defines a throwing `operator new` as a naked function: `new_try`, then the next operator
+/// (through `$next`) if that gave nothing. `$align` is the register holding the alignment,
+/// or `esi` zeroed for the plain forms.
+macro_rules! throwing_new {
+    ($(#[$doc:meta])* $name:ident, $next:ident, plain) => {
+        $(#[$doc])*
+        #[unsafe(naked)]
+        #[no_mangle]
+        pub extern "C" fn $name(size: usize) -> *mut c_void {
+            // Entry: rsp is 8 mod 16; one push makes the call below 16-byte aligned.
+            core::arch::naked_asm!(
+                ".cfi_startproc",
+                "push rdi",
+                ".cfi_adjust_cfa_offset 8",
+                "xor esi, esi",
+                "call {try_}",
+                "pop rdi",
+                ".cfi_adjust_cfa_offset -8",
+                "test rax, rax",
+                "jz 2f",
+                "ret",
+                "2:",
+                "jmp qword ptr [rip + {next}]",
+                ".cfi_endproc",
+                try_ = sym new_try,
+                next = sym $next,
+            )
+        }
+    };
+    ($(#[$doc:meta])* $name:ident, $next:ident, aligned) => {
+        $(#[$doc])*
+        #[unsafe(naked)]
+        #[no_mangle]
+        pub extern "C" fn $name(size: usize, align: usize) -> *mut c_void {
+            // Two pushes and 8 bytes keep the call 16-byte aligned.
+            core::arch::naked_asm!(
+                ".cfi_startproc",
+                "push rdi",
+                ".cfi_adjust_cfa_offset 8",
+                "push rsi",
+                ".cfi_adjust_cfa_offset 8",
+                "sub rsp, 8",
+                ".cfi_adjust_cfa_offset 8",
+                "call {try_}",
+                "add rsp, 8",
+                ".cfi_adjust_cfa_offset -8",
+                "pop rsi",
+                ".cfi_adjust_cfa_offset -8",
+                "pop rdi",
+                ".cfi_adjust_cfa_offset -8",
+                "test rax, rax",
+                "jz 2f",
+                "ret",
+                "2:",
+                "jmp qword ptr [rip + {next}]",
+                ".cfi_endproc",
+                try_ = sym new_try,
+                next = sym $next,
+            )
+        }
+    };
+}
+
+// `Next` is `#[repr(C)]` with the pointer first, so `[rip + NEXT]` is the function to jump to.
+throwing_new!(
+    /// `operator new(size_t)`.
+    _Znwm, NEW, plain
+);
+throwing_new!(
+    /// `operator new[](size_t)`.
+    _Znam, NEW_ARRAY, plain
+);
+throwing_new!(
+    /// `operator new(size_t, align_val_t)`.
+    _ZnwmSt11align_val_t, NEW_ALIGNED, aligned
+);
+throwing_new!(
+    /// `operator new[](size_t, align_val_t)`.
+    _ZnamSt11align_val_t, NEW_ARRAY_ALIGNED, aligned
+);
+
+/// `operator new(size_t, const nothrow_t&)`.
+#[no_mangle]
+pub extern "C" fn _ZnwmRKSt9nothrow_t(size: usize, nt: *const c_void) -> *mut c_void {
+    let p = new_try(size, 0);
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: the next nothrow operator new, with the caller's arguments; it does not throw.
+    unsafe { NEW_NOTHROW.get()(size, nt) }
+}
+
+/// `operator new[](size_t, const nothrow_t&)`.
+#[no_mangle]
+pub extern "C" fn _ZnamRKSt9nothrow_t(size: usize, nt: *const c_void) -> *mut c_void {
+    let p = new_try(size, 0);
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: as above.
+    unsafe { NEW_ARRAY_NOTHROW.get()(size, nt) }
+}
+
+/// `operator new(size_t, align_val_t, const nothrow_t&)`.
+#[no_mangle]
+pub extern "C" fn _ZnwmSt11align_val_tRKSt9nothrow_t(
+    size: usize,
+    align: usize,
+    nt: *const c_void,
+) -> *mut c_void {
+    let p = new_try(size, align);
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: as above.
+    unsafe { NEW_ALIGNED_NOTHROW.get()(size, align, nt) }
+}
+
+/// `operator new[](size_t, align_val_t, const nothrow_t&)`.
+#[no_mangle]
+pub extern "C" fn _ZnamSt11align_val_tRKSt9nothrow_t(
+    size: usize,
+    align: usize,
+    nt: *const c_void,
+) -> *mut c_void {
+    let p = new_try(size, align);
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: as above.
+    unsafe { NEW_ARRAY_ALIGNED_NOTHROW.get()(size, align, nt) }
+}
+
+/// Defines an `operator delete`: pool objects go back to the pool; others to the allocator's
+/// `free` (when `DIRECT`) or the next operator of the same form.
+macro_rules! delete {
+    ($(#[$doc:meta])* $name:ident, $next:ident, ($($a:ident: $t:ty),*)) => {
+        $(#[$doc])*
+        #[no_mangle]
+        pub extern "C" fn $name(p: *mut c_void $(, $a: $t)*) {
+            if uf::owns(p.cast()) {
+                return crate::free_pool(p);
+            }
+            // SAFETY: not a pool pointer, so the allocator's: its free, or the next operator
+            // of this form, takes it with the caller's arguments.
+            unsafe {
+                if DIRECT.load(Ordering::Relaxed) {
+                    FREE.get()(p)
+                } else {
+                    $next.get()(p $(, $a)*)
+                }
+            }
+        }
+    };
+}
+
+delete!(
+    /// `operator delete(void*)`.
+    _ZdlPv, DELETE, ()
+);
+delete!(
+    /// `operator delete[](void*)`.
+    _ZdaPv, DELETE_ARRAY, ()
+);
+delete!(
+    /// `operator delete(void*, size_t)`.
+    _ZdlPvm, DELETE_SIZED, (size: usize)
+);
+delete!(
+    /// `operator delete[](void*, size_t)`.
+    _ZdaPvm, DELETE_ARRAY_SIZED, (size: usize)
+);
+delete!(
+    /// `operator delete(void*, align_val_t)`.
+    _ZdlPvSt11align_val_t, DELETE_ALIGNED, (align: usize)
+);
+delete!(
+    /// `operator delete[](void*, align_val_t)`.
+    _ZdaPvSt11align_val_t, DELETE_ARRAY_ALIGNED, (align: usize)
+);
+delete!(
+    /// `operator delete(void*, const nothrow_t&)`.
+    _ZdlPvRKSt9nothrow_t, DELETE_NOTHROW, (nt: *const c_void)
+);
+delete!(
+    /// `operator delete[](void*, const nothrow_t&)`.
+    _ZdaPvRKSt9nothrow_t, DELETE_ARRAY_NOTHROW, (nt: *const c_void)
+);
+delete!(
+    /// `operator delete(void*, size_t, align_val_t)`.
+    _ZdlPvmSt11align_val_t, DELETE_SIZED_ALIGNED, (size: usize, align: usize)
+);
+delete!(
+    /// `operator delete[](void*, size_t, align_val_t)`.
+    _ZdaPvmSt11align_val_t, DELETE_ARRAY_SIZED_ALIGNED, (size: usize, align: usize)
+);
+delete!(
+    /// `operator delete(void*, align_val_t, const nothrow_t&)`.
+    _ZdlPvSt11align_val_tRKSt9nothrow_t, DELETE_ALIGNED_NOTHROW, (align: usize, nt: *const c_void)
+);
+delete!(
+    /// `operator delete[](void*, align_val_t, const nothrow_t&)`.
+    _ZdaPvSt11align_val_tRKSt9nothrow_t,
+    DELETE_ARRAY_ALIGNED_NOTHROW,
+    (align: usize, nt: *const c_void)
+);
+
+// What a form does when no C++ runtime was loaded at lookup (a C program that later loads C++
+// code): the allocator's functions, as libstdc++'s operators would call them.
+
+/// A throwing `operator new` with nothing to throw for it: out of memory ends the process, with
+/// a line that says why, where libstdc++ would have thrown `std::bad_alloc` into a program
+/// that has no C++ runtime in its global scope.
+unsafe extern "C" fn missing_new(size: usize) -> *mut c_void {
+    // SAFETY: the allocator's malloc.
+    let p = unsafe { MALLOC.get()(size) };
+    if p.is_null() {
+        out_of_memory();
+    }
+    p
+}
+
+unsafe extern "C" fn missing_new_aligned(size: usize, align: usize) -> *mut c_void {
+    // SAFETY: the allocator's memalign.
+    let p = unsafe { MEMALIGN.get()(align, size) };
+    if p.is_null() {
+        out_of_memory();
+    }
+    p
+}
+
+unsafe extern "C" fn missing_new_nothrow(size: usize, _nt: *const c_void) -> *mut c_void {
+    // SAFETY: the allocator's malloc.
+    unsafe { MALLOC.get()(size) }
+}
+
+unsafe extern "C" fn missing_new_aligned_nothrow(
+    size: usize,
+    align: usize,
+    _nt: *const c_void,
+) -> *mut c_void {
+    // SAFETY: the allocator's memalign.
+    unsafe { MEMALIGN.get()(align, size) }
+}
+
+unsafe extern "C" fn missing_delete(p: *mut c_void) {
+    // SAFETY: the allocator's free, of its own pointer.
+    unsafe { FREE.get()(p) }
+}
+
+unsafe extern "C" fn missing_delete2(p: *mut c_void, _: usize) {
+    // SAFETY: as above.
+    unsafe { FREE.get()(p) }
+}
+
+unsafe extern "C" fn missing_delete_nothrow(p: *mut c_void, _: *const c_void) {
+    // SAFETY: as above.
+    unsafe { FREE.get()(p) }
+}
+
+unsafe extern "C" fn missing_delete3(p: *mut c_void, _: usize, _: usize) {
+    // SAFETY: as above.
+    unsafe { FREE.get()(p) }
+}
+
+unsafe extern "C" fn missing_delete_aligned_nothrow(p: *mut c_void, _: usize, _: *const c_void) {
+    // SAFETY: as above.
+    unsafe { FREE.get()(p) }
+}
+
+fn out_of_memory() -> ! {
+    uf::sys::write_all(
+        2,
+        b"ufence: operator new: out of memory, and no C++ runtime to throw std::bad_alloc\n",
+    );
+    uf::sys::abort_now()
+}
