@@ -15,7 +15,9 @@
 # Fails (exit 1) if any run exits non-zero, times out, or prints a ufence report
 # ("BUG: UFENCE") on stderr: these workloads are clean, so a report is a false positive.
 # Environment: K=<rounds> overrides the round count; RUN_TIMEOUT=<s> the per-run limit
-# (default 600 s full, 60 s quick).
+# (default 600 s full, 60 s quick); UNDER=<allocator.so> runs every variant on that allocator
+# (e.g. /usr/lib/x86_64-linux-gnu/libjemalloc.so.2: plain is LD_PRELOAD=UNDER, ufence's
+# variants LD_PRELOAD="libufence.so UNDER", so ufence forwards to it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -48,6 +50,11 @@ fi
 
 # Nothing from the caller's environment may change the variants.
 unset UFENCE_OPTIONS LD_PRELOAD PYTHONMALLOC
+UNDER=${UNDER:-}
+if [ -n "$UNDER" ] && [ ! -f "$UNDER" ]; then
+    echo "run.sh: UNDER=$UNDER: no such file" >&2
+    exit 2
+fi
 # Fixed hash seeds: Python's and Perl's randomised string hashing changes their work from run to
 # run (by several per cent in instruction count for python-dicts), which would drown the effect.
 export PYTHONHASHSEED=0 PERL_HASH_SEED=0 PERL_PERTURB_KEYS=0
@@ -113,8 +120,9 @@ run() {
     local log=$LOGS/$wl.$variant.$k
     local env=()
     case $variant in
-    default) env=(LD_PRELOAD="$SO") ;;
-    rate1) env=(LD_PRELOAD="$SO" UFENCE_OPTIONS=sample_rate=1) ;;
+    plain) [ -n "$UNDER" ] && env=(LD_PRELOAD="$UNDER") ;;
+    default) env=(LD_PRELOAD="$SO${UNDER:+ $UNDER}") ;;
+    rate1) env=(LD_PRELOAD="$SO${UNDER:+ $UNDER}" UFENCE_OPTIONS=sample_rate=1) ;;
     esac
     cmd "$wl"
     # timeit.py runs without the preload and gives the variables to the workload only; the
@@ -155,6 +163,7 @@ for ((k = 1; k <= K; k++)); do
 done
 
 {
+    [ -n "$UNDER" ] && echo "Every variant on $UNDER (preloaded; after libufence.so in ufence's variants)." && echo
     echo "Source: $SRC_DESC. Finished $(date -u '+%Y-%m-%d %H:%M UTC'); load average before the runs: $LOAD0."
     echo
 } >"$OUT/results.md"

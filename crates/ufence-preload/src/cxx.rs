@@ -15,8 +15,8 @@
 //! information so that stack captures walk through them.
 
 use crate::next::{lookup, with_malloc_or_cxx_runtime, Next, FREE, MALLOC, MEMALIGN};
+use core::cell::UnsafeCell;
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicBool, Ordering};
 use ufence_core as uf;
 
 type NewFn = unsafe extern "C" fn(usize) -> *mut c_void;
@@ -31,8 +31,29 @@ type DeleteAlignedNothrowFn = unsafe extern "C" fn(*mut c_void, usize, *const c_
 
 /// Whether the operators may be served by the allocator behind ufence directly (see the
 /// module's doc). True until the lookup says otherwise, which suits glibc and the three
-/// allocators alike.
-static DIRECT: AtomicBool = AtomicBool::new(true);
+/// allocators alike. A byte read with a plain load, which folds into one `cmpb` on the fast
+/// paths (an atomic load takes a load, a test and the jump).
+static DIRECT: Direct = Direct(UnsafeCell::new(1));
+
+#[repr(transparent)]
+struct Direct(UnsafeCell<u8>);
+
+// SAFETY: one byte, written once by `fill` with a volatile store and read whole: a reader sees
+// the old value or the new one, and either is a valid choice (see `fill`).
+unsafe impl Sync for Direct {}
+
+impl Direct {
+    #[inline(always)]
+    fn get(&self) -> bool {
+        // SAFETY: a byte of this static; see the Sync impl.
+        unsafe { *self.0.get() != 0 }
+    }
+
+    fn set(&self, on: bool) {
+        // SAFETY: as in get.
+        unsafe { core::ptr::write_volatile(self.0.get(), on as u8) };
+    }
+}
 
 static NEW: Next<NewFn> = Next::new(missing_new as *mut c_void);
 static NEW_ARRAY: Next<NewFn> = Next::new(missing_new as *mut c_void);
@@ -87,20 +108,34 @@ pub fn fill() {
     DELETE_ARRAY_SIZED_ALIGNED.set(lookup(c"_ZdaPvmSt11align_val_t"));
     DELETE_ALIGNED_NOTHROW.set(lookup(c"_ZdlPvSt11align_val_tRKSt9nothrow_t"));
     DELETE_ARRAY_ALIGNED_NOTHROW.set(lookup(c"_ZdaPvSt11align_val_tRKSt9nothrow_t"));
-    DIRECT.store(direct, Ordering::Relaxed);
+    DIRECT.set(direct);
 }
 
-/// The fast path of every `operator new`: a sampled object, or (when `DIRECT`) the allocator's
-/// memory, or null: then the caller goes to the next `operator new`, which tries the
-/// new-handler and throws or returns null as its form requires. `align` 0 is the plain forms'.
+/// The fast path of the aligned and nothrow forms of `operator new`: a sampled object, or
+/// (when `DIRECT`) the allocator's memory, or null: then the caller goes to the next
+/// `operator new`, which tries the new-handler and throws or returns null as its form
+/// requires. `align` 0 is the plain forms'.
 extern "C" fn new_try(size: usize, align: usize) -> *mut c_void {
     if uf::sample_tick() {
-        let p = new_sampled(size, align);
-        if !p.is_null() {
-            return p;
-        }
+        return new_expired(size, align);
     }
-    if !DIRECT.load(Ordering::Relaxed) {
+    new_unsampled(size, align)
+}
+
+/// `new_try` once the countdown has expired (the plain forms' slow path).
+#[cold]
+#[inline(never)]
+extern "C" fn new_expired(size: usize, align: usize) -> *mut c_void {
+    let p = new_sampled(size, align);
+    if !p.is_null() {
+        return p;
+    }
+    new_unsampled(size, align)
+}
+
+#[inline(always)]
+fn new_unsampled(size: usize, align: usize) -> *mut c_void {
+    if !DIRECT.get() {
         return core::ptr::null_mut();
     }
     // SAFETY: the allocator's malloc and memalign accept any size; `align` is the power of two
@@ -120,22 +155,38 @@ fn new_sampled(size: usize, align: usize) -> *mut c_void {
     uf::alloc_slow(size, align.max(16), &crate::DEFAULTS).cast()
 }
 
-/// Defines a throwing `operator new` as a naked function: `new_try`, then the next operator
-/// (through `$next`) if that gave nothing. `$align` is the register holding the alignment,
-/// or `esi` zeroed for the plain forms.
+/// Defines a throwing `operator new` as a naked function: the sampling check and the
+/// allocator's memory (`new_try`, inlined in assembly for the plain forms, which are most of a
+/// C++ program's allocations), then the next operator (through `$next`) if that gave nothing.
 macro_rules! throwing_new {
     ($(#[$doc:meta])* $name:ident, $next:ident, plain) => {
         $(#[$doc])*
         #[unsafe(naked)]
         #[no_mangle]
         pub extern "C" fn $name(size: usize) -> *mut c_void {
-            // Entry: rsp is 8 mod 16; one push makes the call below 16-byte aligned.
+            // The sampling countdown (as `sample_tick`), then the allocator's malloc when
+            // `DIRECT`; the next operator when either says no. Entry: rsp is 8 mod 16; one push
+            // makes each call 16-byte aligned.
             core::arch::naked_asm!(
                 ".cfi_startproc",
+                "mov rax, qword ptr [rip + ufence_thread_block_v1@GOTTPOFF]",
+                "sub qword ptr fs:[rax], 1",
+                "jle 3f",
+                "cmp byte ptr [rip + {direct}], 0",
+                "je 2f",
+                "push rdi",
+                ".cfi_adjust_cfa_offset 8",
+                "call qword ptr [rip + {malloc}]",
+                "pop rdi",
+                ".cfi_adjust_cfa_offset -8",
+                "test rax, rax",
+                "jz 2f",
+                "ret",
+                "3:",
                 "push rdi",
                 ".cfi_adjust_cfa_offset 8",
                 "xor esi, esi",
-                "call {try_}",
+                "call {expired}",
                 "pop rdi",
                 ".cfi_adjust_cfa_offset -8",
                 "test rax, rax",
@@ -144,7 +195,9 @@ macro_rules! throwing_new {
                 "2:",
                 "jmp qword ptr [rip + {next}]",
                 ".cfi_endproc",
-                try_ = sym new_try,
+                direct = sym DIRECT,
+                malloc = sym MALLOC,
+                expired = sym new_expired,
                 next = sym $next,
             )
         }
@@ -183,7 +236,8 @@ macro_rules! throwing_new {
     };
 }
 
-// `Next` is `#[repr(C)]` with the pointer first, so `[rip + NEXT]` is the function to jump to.
+// `Next` is `#[repr(C)]` with the pointer first, so `[rip + NEXT]` is the function to jump to,
+// and `Direct` is one byte.
 throwing_new!(
     /// `operator new(size_t)`.
     _Znwm, NEW, plain
@@ -266,7 +320,7 @@ macro_rules! delete {
             // SAFETY: not a pool pointer, so the allocator's: its free, or the next operator
             // of this form, takes it with the caller's arguments.
             unsafe {
-                if DIRECT.load(Ordering::Relaxed) {
+                if DIRECT.get() {
                     FREE.get()(p)
                 } else {
                     $next.get()(p $(, $a)*)

@@ -406,9 +406,9 @@ exec_wrappers! {
 /// Marks the process as running under the preload (so reports cut this library's frames) and
 /// starts ufence early, before `main`, so that option warnings come first.
 extern "C" fn on_load() {
+    uf::mark_preload();
     next::ensure();
     resolve_exec();
-    uf::mark_preload();
     uf::start(&DEFAULTS);
 }
 

@@ -45,7 +45,9 @@ struct ThreadState {
     /// Non-zero while this thread looks up the allocator a preload forwards to (see
     /// [`begin_lookup`]).
     looking_up: u64,
-    _spare: [u64; 6],
+    /// The countdown that lookup set aside.
+    lookup_countdown: i64,
+    _spare: [u64; 5],
 }
 
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 128);
@@ -328,9 +330,10 @@ pub fn hold() -> i64 {
     }
 }
 
-/// Marks the calling thread as looking up the allocator behind the preload (with `dlsym`).
-/// Returns false if it already is: an allocation made by the lookup itself, which must not
-/// start another one.
+/// Marks the calling thread as looking up the allocator behind the preload (with `dlsym`,
+/// whose failures allocate an error message). Returns false if it already is: an allocation
+/// made by the lookup itself, which must not start another one. Until [`end_lookup`], the
+/// thread's allocations are not sampled, as under [`hold`].
 #[inline]
 pub fn begin_lookup() -> bool {
     // SAFETY: the calling thread's own block.
@@ -340,6 +343,7 @@ pub fn begin_lookup() -> bool {
             return false;
         }
         (*t).looking_up = 1;
+        (*t).lookup_countdown = hold();
     }
     true
 }
@@ -348,7 +352,11 @@ pub fn begin_lookup() -> bool {
 #[inline]
 pub fn end_lookup() {
     // SAFETY: the calling thread's own block.
-    unsafe { (*state()).looking_up = 0 };
+    unsafe {
+        let t = state();
+        release((*t).lookup_countdown);
+        (*t).looking_up = 0;
+    }
 }
 
 /// Ends a [`hold`] that did not run [`decide`], restoring the countdown it returned.
