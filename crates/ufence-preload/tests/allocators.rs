@@ -60,6 +60,16 @@ impl Allocator {
 
 /// `alloc.c` built for `on` (None: plain glibc), linked against that allocator.
 fn program(on: Option<Allocator>) -> PathBuf {
+    build_alloc(on, false)
+}
+
+/// `alloc.c` linked against `early.c` as a shared library (whose constructor allocates before
+/// ufence's runs) and the allocator `on`.
+fn early_program(on: Option<Allocator>) -> PathBuf {
+    build_alloc(on, true)
+}
+
+fn build_alloc(on: Option<Allocator>, early: bool) -> PathBuf {
     static BUILT: OnceLock<Mutex<()>> = OnceLock::new();
     let _guard = BUILT.get_or_init(Default::default).lock().unwrap();
     let name = on.map_or("glibc", |a| a.name);
@@ -67,13 +77,30 @@ fn program(on: Option<Allocator>) -> PathBuf {
         .join("allocator-tests")
         .join(std::process::id().to_string());
     std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(format!("alloc-{name}"));
+    let out = dir.join(format!("alloc-{name}{}", if early { "-early" } else { "" }));
     if out.exists() {
         return out;
     }
-    let src = workspace_root().join("crates/ufence-preload/tests/c/allocators/alloc.c");
+    let c = workspace_root().join("crates/ufence-preload/tests/c/allocators");
     let mut cmd = Command::new("gcc");
-    cmd.args(["-O2", "-g", "-o"]).arg(&out).arg(&src);
+    cmd.args(["-O2", "-g", "-o"])
+        .arg(&out)
+        .arg(c.join("alloc.c"));
+    if early {
+        let lib = dir.join("libearly.so");
+        let built = Command::new("gcc")
+            .args(["-O1", "-g", "-shared", "-fPIC", "-o"])
+            .arg(&lib)
+            .arg(c.join("early.c"))
+            .output()
+            .expect("running gcc");
+        assert!(built.status.success(), "building libearly.so: {built:?}");
+        // Debian links --as-needed: the program uses nothing of the library but its
+        // constructor.
+        cmd.arg("-Wl,--no-as-needed")
+            .arg(&lib)
+            .arg("-Wl,-rpath,$ORIGIN");
+    }
     if let Some(a) = on {
         cmd.arg(a.define).arg(a.path());
     }
@@ -187,6 +214,25 @@ fn usable_size_goes_to_the_allocator_that_gave_the_memory() {
         for opts in OPTION_SETS {
             let out = run(&linked, &["usable"], Some(&ufence()), opts);
             assert_clean(&out, "usable ok\n", &format!("on {} {opts}", a.name));
+        }
+    }
+}
+
+/// A library's constructor allocates before ufence's constructor has run (the loader starts a
+/// program's libraries first): the first call looks the allocator up, and memory from it goes
+/// back to it (`malloc_usable_size`, `realloc`, `free` on jemalloc's memory are jemalloc's).
+#[test]
+fn calls_before_ufence_starts_reach_the_right_allocator() {
+    for on in [None, Some(JEMALLOC), Some(TCMALLOC), Some(MIMALLOC)] {
+        let prog = early_program(on);
+        for opts in OPTION_SETS {
+            let out = run(&prog, &["usable"], Some(&ufence()), opts);
+            let what = format!("{on:?} {opts}");
+            assert!(
+                out.status.success() && text(&out.stdout) == "usable ok\n",
+                "{what}: {out:?}"
+            );
+            assert_eq!(text(&out.stderr), "early ok\n", "{what}");
         }
     }
 }
