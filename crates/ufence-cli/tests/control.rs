@@ -20,7 +20,7 @@ fn service() -> &'static Path {
         std::fs::create_dir_all(&dir).unwrap();
         let bin = dir.join("service");
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/service.c");
-        let out = Command::new("gcc")
+        let out = Command::new(ufence_testkit::require_command("gcc", "gcc"))
             .args(["-g", "-O1", "-o"])
             .arg(&bin)
             .arg(&src)
@@ -355,48 +355,53 @@ fn prometheus_and_json_output_parse() {
     let b = start(&rt, "sample_interval=7:num_objects=30", "run");
     std::thread::sleep(Duration::from_millis(300));
     let prom = ok(&rt, &["stats", "--all", "--format", "prometheus"]);
-    // A real parser: the Python Prometheus client's.
-    let script = r#"
-import sys
-from prometheus_client.parser import text_string_to_metric_families
-for fam in text_string_to_metric_families(sys.stdin.read()):
-    for s in fam.samples:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-        print(f"{fam.name}|{fam.type}|{s.name}|{labels}|{float(s.value)}")
-"#;
-    let mut py = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write;
-    py.stdin.take().unwrap().write_all(prom.as_bytes()).unwrap();
-    let out = py.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the Prometheus parser rejected:\n{prom}\n{}",
-        text(&out.stderr)
+    // An independent parser (the prometheus-parse crate). It skips lines it cannot read, so
+    // every sample line must come back as one typed sample.
+    let scrape = prometheus_parse::Scrape::parse(prom.lines().map(|l| Ok(l.to_string())))
+        .expect("parsing the Prometheus text");
+    let sample_lines = prom
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    assert_eq!(
+        scrape.samples.len(),
+        sample_lines,
+        "lines lost by the parser:\n{prom}"
     );
-    let parsed = text(&out.stdout);
+    let parsed: Vec<String> = scrape
+        .samples
+        .iter()
+        .map(|s| {
+            let (kind, v) = match s.value {
+                prometheus_parse::Value::Counter(v) => ("counter", v),
+                prometheus_parse::Value::Gauge(v) => ("gauge", v),
+                ref other => panic!("untyped sample {} {other:?}\n{prom}", s.metric),
+            };
+            let mut labels: Vec<String> =
+                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            assert!(
+                scrape.docs.contains_key(&s.metric),
+                "{} has no HELP\n{prom}",
+                s.metric
+            );
+            format!("{}|{kind}|{}|{v:?}", s.metric, labels.join(","))
+        })
+        .collect();
+    let parsed = parsed.join("\n");
     for (pid, slots, interval) in [(a.pid, 20, 5), (b.pid, 30, 7)] {
         let l = format!("exe=service,pid={pid}");
         for want in [
-            format!("ufence_pool_slots|gauge|ufence_pool_slots|{l}|{slots}.0"),
-            format!("ufence_enabled|gauge|ufence_enabled|{l}|1.0"),
-            format!("ufence_sample_interval_milliseconds|gauge|ufence_sample_interval_milliseconds|{l}|{interval}.0"),
-            format!("ufence_skipped_allocations|counter|ufence_skipped_allocations_total|{l},reason=covered|0.0"),
+            format!("ufence_pool_slots|gauge|{l}|{slots}.0"),
+            format!("ufence_enabled|gauge|{l}|1.0"),
+            format!("ufence_sample_interval_milliseconds|gauge|{l}|{interval}.0"),
+            format!("ufence_skipped_allocations_total|counter|{l},reason=covered|0.0"),
         ] {
             assert!(parsed.lines().any(|x| x == want), "{want} not in\n{parsed}");
         }
         let allocs = parsed
             .lines()
-            .find(|x| {
-                x.starts_with(&format!(
-                    "ufence_allocations|counter|ufence_allocations_total|{l}|"
-                ))
-            })
+            .find(|x| x.starts_with(&format!("ufence_allocations_total|counter|{l}|")))
             .unwrap_or_else(|| panic!("{parsed}"));
         let v: f64 = allocs.rsplit('|').next().unwrap().parse().unwrap();
         assert!(v >= 1.0, "{allocs}");
@@ -432,12 +437,8 @@ fn top_shows_processes_and_quits_on_q() {
         rt.display(),
         env!("CARGO_BIN_EXE_ufence")
     );
-    let tmux = |args: &[&str]| {
-        Command::new("tmux")
-            .args(args)
-            .output()
-            .expect("tmux (apt install tmux)")
-    };
+    let tmux_bin = ufence_testkit::require_command("tmux", "tmux");
+    let tmux = |args: &[&str]| Command::new(&tmux_bin).args(args).output().expect("tmux");
     // 100 columns: a row with the service's whole path would not fit, its short command does.
     let started = tmux(&[
         "new-session",

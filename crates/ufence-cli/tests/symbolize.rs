@@ -35,15 +35,19 @@ fn stripped() -> &'static Stripped {
         let debug = b.dir.join("debug").join("reports.debug");
         std::fs::create_dir_all(debug.parent().unwrap()).unwrap();
         let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
-        ok(Command::new("objcopy")
-            .arg("--only-keep-debug")
-            .arg(&b.prog)
-            .arg(&debug));
-        ok(Command::new("strip")
-            .arg("--strip-all")
-            .arg("-o")
-            .arg(&prog)
-            .arg(&b.prog));
+        ok(
+            Command::new(ufence_testkit::require_command("objcopy", "binutils"))
+                .arg("--only-keep-debug")
+                .arg(&b.prog)
+                .arg(&debug),
+        );
+        ok(
+            Command::new(ufence_testkit::require_command("strip", "binutils"))
+                .arg("--strip-all")
+                .arg("-o")
+                .arg(&prog)
+                .arg(&b.prog),
+        );
         let dir = report_dir("cli-stripped");
         let out = run(&prog, "uaf", &format!("report_dir={}", dir.display()));
         assert_eq!(out.status.code(), Some(42), "{}", text(&out.stderr));
