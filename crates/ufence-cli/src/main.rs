@@ -34,7 +34,11 @@ fn cli() -> Command {
                 .required(true),
         )
         .after_help(
-            "Options are also read from UFENCE_OPTIONS (key=value pairs); those given here win.",
+            "Options are also read from UFENCE_OPTIONS (key=value pairs); those given here win.\n\
+             Exit status: the program's (128+N for signal N); 127 if PROGRAM is not found, 126 if it\n\
+             cannot be run.\n\n\
+             Test mode, where a bug must fail the run even if the program exits 0:\n  \
+             ufence run --sample_rate 1 --max_overhead 0 --exitcode 23 -- ./my-tests",
         );
     // One flag per option of the table, with its doc and default.
     for spec in SPECS {

@@ -18,15 +18,33 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
             pairs.push((spec.name.to_string(), v.clone()));
         }
     }
-    let lib = preload::find(m.get_one::<String>("lib").map(String::as_str))?;
     let mut argv = m.get_many::<String>("command").expect("required");
     let program = argv.next().expect("at least one");
+    if program.starts_with('-') && !after_dashdash(program) {
+        // clap takes anything after the known flags as the program (so that `ufence run ls -l`
+        // works): a misspelt option would otherwise be "cannot run '--bogus'".
+        let name = program.split('=').next().unwrap_or(program);
+        return Err(format!(
+            "unknown option '{name}' for run (`ufence options` lists them; a program whose name starts with '-' goes after --)"
+        ));
+    }
+    let lib = preload::find(m.get_one::<String>("lib").map(String::as_str))?;
     let mut cmd = Command::new(program);
     cmd.args(argv);
     preload::apply(&mut cmd, &lib, &pairs);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot run '{program}': {e}"))?;
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            // As env(1), timeout(1) and the shells: 127 when there is no such program, 126
+            // when it is there but cannot be run, so that a script tells them from the
+            // program's own statuses.
+            eprintln!("ufence: cannot run '{program}': {e}");
+            return Ok(match e.kind() {
+                std::io::ErrorKind::NotFound => 127,
+                _ => 126,
+            });
+        }
+    };
     // Like system(3): while the program runs, the terminal's SIGINT/SIGQUIT are its business,
     // not ours (set after spawning: an ignored signal would be inherited across exec).
     // SAFETY: setting a signal to SIG_IGN has no preconditions.
@@ -38,4 +56,18 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
         .wait()
         .map_err(|e| format!("waiting for '{program}': {e}"))?;
     Ok(preload::exit_code(status))
+}
+
+/// Whether `program` came after a `--` on the command line (then a leading '-' is its name).
+fn after_dashdash(program: &str) -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    let run = args.iter().position(|a| a == "run").unwrap_or(0);
+    let rest = &args[run + 1..];
+    match (
+        rest.iter().position(|a| a == "--"),
+        rest.iter().position(|a| a == program),
+    ) {
+        (Some(d), Some(p)) => d < p,
+        _ => false,
+    }
 }

@@ -63,6 +63,73 @@ fn run_catches_a_bug_in_a_program() {
     assert_eq!(out.status.code(), Some(128 + 6), "abort mode");
 }
 
+/// As env(1) and timeout(1): 127 when the program is not there, 126 when it cannot be run, so
+/// that a script tells them from the program's own statuses; one line each.
+#[test]
+fn run_not_found_is_127_not_executable_is_126() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("run-126");
+    std::fs::create_dir_all(&dir).unwrap();
+    let plain = dir.join("not-executable");
+    std::fs::write(&plain, "#!/bin/sh\nexit 0\n").unwrap();
+    let plain = plain.to_str().unwrap();
+    for (args, code, line) in [
+        (
+            &["run", "--", "/no/such/program"][..],
+            127,
+            "ufence: cannot run '/no/such/program': No such file or directory (os error 2)",
+        ),
+        (
+            &["run", "no-such-program-anywhere"][..],
+            127,
+            "ufence: cannot run 'no-such-program-anywhere': No such file or directory (os error 2)",
+        ),
+        (
+            &["run", "--", plain][..],
+            126,
+            &format!("ufence: cannot run '{plain}': Permission denied (os error 13)"),
+        ),
+        (
+            &["run", "--", "/etc"][..],
+            126,
+            "ufence: cannot run '/etc': Permission denied (os error 13)",
+        ),
+    ] {
+        let out = ufence(args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        assert_eq!(text(&out.stderr), format!("{line}\n"), "{args:?}");
+    }
+    // After --, a leading '-' is a program's name, not an option.
+    let out = ufence(&["run", "--", "-no-such"]);
+    assert_eq!(out.status.code(), Some(127));
+}
+
+/// `--exitcode` through `ufence run`: the demo's workload finds a use-after-free and exits 0;
+/// with exitcode=23 the run fails with 23, and `run --help` tells how to use it in tests.
+#[test]
+fn run_exitcode_fails_a_run_that_found_a_bug() {
+    let exe = env!("CARGO_BIN_EXE_ufence");
+    let every = ["run", "--sample_rate", "1", "--max_overhead", "0"];
+    let out = ufence(
+        &[
+            &every[..],
+            &["--exitcode", "23", "--", exe, "__demo-workload", "uaf"],
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(23), "{}", text(&out.stderr));
+    let out = ufence(&[&every[..], &["--exitcode", "23", "--", "true"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let help = text(&ufence(&["run", "--help"]).stdout);
+    assert!(
+        help.contains("ufence run --sample_rate 1 --max_overhead 0 --exitcode 23 -- ./my-tests"),
+        "{help}"
+    );
+    assert!(
+        help.contains("127 if PROGRAM is not found, 126 if it"),
+        "{help}"
+    );
+}
+
 #[test]
 fn bad_input_is_one_clear_line() {
     for (args, needle) in [
@@ -71,8 +138,12 @@ fn bad_input_is_one_clear_line() {
             "bad value 'often' for --sample_rate (expects an integer from 0 to 1000000000)",
         ),
         (
-            &["run", "--", "/no/such/program"][..],
-            "cannot run '/no/such/program'",
+            &["run", "--bogus", "1", "--", "true"][..],
+            "unknown option '--bogus' for run",
+        ),
+        (
+            &["run", "--sample-rat=1", "--", "true"][..],
+            "unknown option '--sample-rat' for run",
         ),
         (
             &["run", "--lib", "/no/such/libufence.so", "--", "true"][..],

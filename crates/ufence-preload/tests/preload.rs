@@ -747,6 +747,43 @@ fn bug(program_name: &str, mode: &str) -> (Out, Report) {
     (cont, report)
 }
 
+/// `exitcode`: a process that reported a bug and would have exited 0 exits with it, whether it
+/// returns from main, calls exit or _exit, with its buffered output flushed; a status of its
+/// own is kept, a forked child that found nothing keeps its 0, and 0 (the default) changes
+/// nothing.
+#[test]
+fn exitcode_makes_a_found_bug_fail_the_run() {
+    let prog = program("bugs");
+    const WITH: &str = "sample_rate=1:max_overhead=0:skip_covered_thresh=100:exitcode=23";
+    let cases: [(&str, &'static str, i32); 6] = [
+        ("return0", WITH, 23),
+        ("_exit0", WITH, 23),
+        ("exit3", WITH, 3),
+        ("child_exit0", WITH, 23),
+        ("clean_return0", WITH, 0),
+        ("return0", RATE1, 0),
+    ];
+    let execs: Vec<Exec> = cases
+        .iter()
+        .map(|&(how, opts, _)| exec(&prog, &["exit_after_uaf", how]).under(Under::Options(opts)))
+        .collect();
+    for (out, (how, opts, want)) in run_all(&execs).iter().zip(cases) {
+        assert_eq!(
+            out.status.code(),
+            Some(want),
+            "{how} {opts}\n{}",
+            out.context()
+        );
+        out.assert_line("buffered line");
+        if how == "child_exit0" {
+            out.assert_line("child exited 0");
+        }
+        if how != "clean_return0" {
+            out.single_report();
+        }
+    }
+}
+
 fn libc_sigabrt() -> i32 {
     6
 }

@@ -310,6 +310,8 @@ declare_options! {
     burst: u64 = 0, "0", range 0..=1_000, runtime true;
     /// Also write each report as one JSON file into this directory (schema: docs/report-schema.md); `ufence symbolize` reads them.
     report_dir: InlineText = InlineText::EMPTY, "(unset)", range 0..=0, runtime false;
+    /// Exit status of a process that reported a bug and would have exited 0 (the sanitizers' `exitcode`); 0 keeps the program's own status. For tests: `ufence run --sample_rate 1 --exitcode 23`.
+    exitcode: u64 = 0, "0", range 0..=255, runtime false;
 }
 
 impl Default for Options {

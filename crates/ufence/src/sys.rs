@@ -843,10 +843,27 @@ pub unsafe fn move_mapping(from: *mut u8, len: usize, to: *mut u8) -> bool {
     }
 }
 
-/// Runs `f` at normal process exit.
-pub fn at_exit(f: extern "C" fn()) {
-    // SAFETY: f is a plain function with the C ABI that lives forever.
-    unsafe { libc::atexit(f) };
+extern "C" {
+    /// glibc's `on_exit`: as `atexit`, and the handler is told the exit status.
+    fn on_exit(f: extern "C" fn(i32, *mut libc::c_void), arg: *mut libc::c_void) -> i32;
+}
+
+/// Runs `f` at normal process exit, with the status passed to `exit` (or returned by `main`).
+pub fn at_exit(f: extern "C" fn(i32, *mut libc::c_void)) {
+    // SAFETY: f is a plain function with the C ABI that lives forever; its argument is unused.
+    unsafe { on_exit(f, ptr::null_mut()) };
+}
+
+/// Flushes every C stdio stream, then ends the process with `status` at once (no exit handlers
+/// run after this: used from the last of them).
+pub fn flush_and_exit(status: i32) -> ! {
+    // SAFETY: fflush(NULL) flushes all open output streams; exit_group does not return.
+    unsafe {
+        libc::fflush(ptr::null_mut());
+        loop {
+            libc::syscall(libc::SYS_exit_group, status);
+        }
+    }
 }
 
 /// A new file for writing (O_EXCL, O_CLOEXEC, mode 0644); None when it cannot be created.
