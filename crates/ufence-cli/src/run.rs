@@ -31,7 +31,7 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
     let lib = preload::find(m.get_one::<String>("lib").map(String::as_str))?;
     let mut cmd = Command::new(program);
     cmd.args(argv);
-    preload::apply(&mut cmd, &lib, &pairs);
+    preload::apply(&mut cmd, &lib, &pairs)?;
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

@@ -130,6 +130,109 @@ fn run_exitcode_fails_a_run_that_found_a_bug() {
     );
 }
 
+/// Option values with spaces, `:`, `,` and quotes pass through `ufence run` whole (quoted in
+/// UFENCE_OPTIONS): a report_dir at such a path receives the JSON report, and a value that
+/// looks like more options stays one value.
+#[test]
+fn run_passes_values_with_separators_and_quotes_whole() {
+    let exe = env!("CARGO_BIN_EXE_ufence");
+    let base = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("quoted dirs");
+    let _ = std::fs::remove_dir_all(&base);
+    let every = ["run", "--sample_rate", "1", "--max_overhead", "0"];
+    for name in [
+        "my reports",
+        "a:b,c",
+        "it's here",
+        "say \"hi\"",
+        "x=1:enabled=0",
+    ] {
+        let dir = base.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.to_str().unwrap();
+        let out = ufence(
+            &[
+                &every[..],
+                &["--report_dir", d, "--", exe, "__demo-workload", "uaf"],
+            ]
+            .concat(),
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{name}: {err}");
+        assert!(!err.contains("warning"), "{name}: {err}");
+        assert!(
+            err.contains("BUG: UFENCE: use-after-free read"),
+            "{name}: {err}"
+        );
+        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(files.len(), 1, "{name}: no report in {d}\n{err}");
+    }
+    // A value cannot switch detection off by carrying an option inside it.
+    let out = ufence(
+        &[
+            &every[..],
+            &[
+                "--skip",
+                "zzz:enabled=0",
+                "--",
+                exe,
+                "__demo-workload",
+                "uaf",
+            ],
+        ]
+        .concat(),
+    );
+    let err = text(&out.stderr);
+    assert!(err.contains("BUG: UFENCE: use-after-free read"), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    // The same through UFENCE_OPTIONS written by hand.
+    let dir = base.join("by hand, quoted");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(exe)
+        .args(["__demo-workload", "uaf"])
+        .env("LD_PRELOAD", lib())
+        .env(
+            "UFENCE_OPTIONS",
+            format!(
+                "sample_rate=1 max_overhead=0 report_dir='{}'",
+                dir.display()
+            ),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stderr).contains("BUG: UFENCE"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+}
+
+/// A value `ufence run` cannot quote (it holds both quote characters), or an inherited
+/// UFENCE_OPTIONS whose open quote would swallow the options appended after it: one line,
+/// status 2, the program never runs.
+#[test]
+fn run_refuses_values_it_cannot_pass() {
+    let out = ufence(&["run", "--skip", "a'b\"c", "--", "sh", "-c", "echo ran"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "ufence: the value of --skip cannot be passed in UFENCE_OPTIONS: it holds both ' and \"\n"
+    );
+    assert_eq!(text(&out.stdout), "");
+    let out = Command::new(env!("CARGO_BIN_EXE_ufence"))
+        .args(["run", "--sample_rate", "1", "--", "sh", "-c", "echo ran"])
+        .env("UFENCE_LIB", lib())
+        .env("UFENCE_OPTIONS", "skip='abc")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "ufence: UFENCE_OPTIONS has an unbalanced quote in 'skip='abc'; fix it or unset it\n"
+    );
+    assert_eq!(text(&out.stdout), "");
+}
+
 #[test]
 fn bad_input_is_one_clear_line() {
     for (args, needle) in [
