@@ -3,7 +3,7 @@
 //! `top`, and refuses files it must not trust.
 
 mod common;
-use common::{lib, text};
+use common::{assert_quiet_on_closed_pipe, lib, text};
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -973,4 +973,28 @@ fn a_raw_fork_does_not_share_its_parents_slots() {
         0,
         "files left behind"
     );
+}
+
+/// `ufence ps | head -1` and the like: every verb that prints ends quietly when its reader has
+/// gone (killed by SIGPIPE as Unix tools are), never a panic with a backtrace.
+#[test]
+fn verbs_end_quietly_on_a_closed_pipe() {
+    let rt = runtime_dir("pipe");
+    let svc = start(&rt, "sample_rate=1:max_overhead=0", "run");
+    let pid = svc.pid.to_string();
+    for args in [
+        &["ps"][..],
+        &["ps", "--all"],
+        &["stats", &pid],
+        &["stats", "--all", "--format", "prometheus"],
+        &["stats", &pid, "--format", "json"],
+        &["objects", &pid],
+        &["options"],
+    ] {
+        assert_quiet_on_closed_pipe(
+            Command::new(env!("CARGO_BIN_EXE_ufence"))
+                .args(args)
+                .env("UFENCE_RUNTIME_DIR", &rt),
+        );
+    }
 }

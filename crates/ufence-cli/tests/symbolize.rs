@@ -4,6 +4,9 @@
 #[path = "../../ufence-preload/tests/support/reports.rs"]
 mod support;
 
+#[allow(dead_code)]
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use support::*;
@@ -286,4 +289,17 @@ fn symbolize_needs_a_file() {
     let out = ufence(&["symbolize"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("REPORT.json"));
+}
+
+/// `ufence symbolize *.json | head -1`: ends quietly (SIGPIPE) when the reader has gone.
+#[test]
+fn symbolize_ends_quietly_on_a_closed_pipe() {
+    let s = stripped();
+    let dir = s.debug.parent().unwrap().to_str().unwrap();
+    common::assert_quiet_on_closed_pipe(Command::new(env!("CARGO_BIN_EXE_ufence")).args([
+        "symbolize",
+        s.report.to_str().unwrap(),
+        "--debug-dir",
+        dir,
+    ]));
 }
