@@ -49,7 +49,7 @@ pub fn apply(cmd: &mut Command, lib: &Path, extra: &[(String, String)]) -> Resul
     let mut opts = std::env::var("UFENCE_OPTIONS").unwrap_or_default();
     if !quoted.is_empty() {
         let mut unbalanced = None;
-        parse_into(&mut Options::DEFAULT, opts.as_bytes(), &mut |pair, e| {
+        parse_into(&mut Options::default(), opts.as_bytes(), &mut |pair, e| {
             if e == OptionError::BadQuote {
                 unbalanced = Some(String::from_utf8_lossy(pair).into_owned());
             }

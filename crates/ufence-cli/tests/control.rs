@@ -71,8 +71,12 @@ impl Drop for Svc {
 }
 
 fn start(rt: &Path, options: &str, mode: &str) -> Svc {
-    let mut child = Command::new(service())
-        .arg(mode)
+    start_program(rt, options, service(), &[mode])
+}
+
+fn start_program(rt: &Path, options: &str, program: &Path, args: &[&str]) -> Svc {
+    let mut child = Command::new(program)
+        .args(args)
         .env("LD_PRELOAD", lib())
         .env("UFENCE_OPTIONS", options)
         .env("UFENCE_RUNTIME_DIR", rt)
@@ -996,5 +1000,136 @@ fn verbs_end_quietly_on_a_closed_pipe() {
                 .args(args)
                 .env("UFENCE_RUNTIME_DIR", &rt),
         );
+    }
+}
+
+/// Output that a terminal can show without being steered: no control byte but the newlines
+/// that end lines, no DEL, no C1 control (as UTF-8).
+fn assert_inert(what: &str, out: &str) {
+    let bad = out
+        .chars()
+        .find(|&c| (c.is_control() && c != '\n') || ('\u{80}'..='\u{9f}').contains(&c));
+    assert!(bad.is_none(), "{what}: {bad:?} in\n{out}");
+}
+
+/// A program that names its executable, its arguments and its thread with escape sequences
+/// and newlines: every verb shows them escaped (`\x1b`, `\x0a`), on the lines they belong to.
+#[test]
+fn hostile_names_are_escaped_in_every_verb() {
+    let rt = runtime_dir("hostile");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hostile-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("svc\x1b[2J\nx");
+    let _ = std::fs::remove_file(&exe);
+    std::fs::copy(service(), &exe).unwrap();
+    let args = ["hostile", "\x1b]0;TITLE\x07", "two\nlines"];
+    let svc = start_program(&rt, "sample_rate=1:max_overhead=0", &exe, &args);
+    let pid = svc.pid.to_string();
+    let exe_shown = format!("{}/svc\\x1b[2J\\x0ax", dir.display());
+    let cmd_shown = format!("{exe_shown} hostile \\x1b]0;TITLE\\x07 two\\x0alines");
+
+    let ps = ok(&rt, &["ps"]);
+    assert_inert("ps", &ps);
+    assert_eq!(ps.lines().count(), 2, "{ps}");
+    assert!(
+        ps.lines()
+            .nth(1)
+            .unwrap()
+            .ends_with(&format!("  {cmd_shown}")),
+        "{ps}"
+    );
+
+    let stats = ok(&rt, &["stats", "--all"]);
+    assert_inert("stats", &stats);
+    assert!(
+        stats.starts_with(&format!("# pid {pid} ({exe_shown})\n")),
+        "{stats}"
+    );
+    let prom = ok(&rt, &["stats", "--all", "--format", "prometheus"]);
+    assert_inert("prometheus", &prom);
+    // The escape's backslash doubled, as Prometheus label values require.
+    assert!(prom.contains(r#"exe="svc\\x1b[2J\\x0ax""#), "{prom}");
+    // JSON escapes by itself: the value there is the program's own.
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&rt, &["stats", &pid, "--format", "json"])).unwrap();
+    assert_eq!(
+        json["cmdline"],
+        format!("{} {}", exe.display(), args.join(" "))
+    );
+
+    let objects = until_shown(|| {
+        let o = ok(&rt, &["objects", &pid]);
+        if o.contains("(\\x1b[2J\\x0aEVIL\\x07)") {
+            Ok(o)
+        } else {
+            Err(o)
+        }
+    });
+    assert_inert("objects", &objects);
+    assert!(
+        objects
+            .lines()
+            .any(|l| l.starts_with("allocated by thread ")
+                && l.contains(" (\\x1b[2J\\x0aEVIL\\x07) at ")),
+        "{objects}"
+    );
+
+    // top, on a real terminal: the table shows the escaped command on its row, and the
+    // screen was not cleared nor retitled.
+    let tmux_bin = ufence_testkit::require_command("tmux", "tmux");
+    let tmux = |a: &[&str]| Command::new(&tmux_bin).args(a).output().expect("tmux");
+    let session = format!("ufence-hostile-{}", std::process::id());
+    let cmd = format!(
+        "UFENCE_RUNTIME_DIR={} {} top --interval 200",
+        rt.display(),
+        env!("CARGO_BIN_EXE_ufence")
+    );
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "160",
+        "-y",
+        "30",
+        &cmd,
+    ]);
+    assert!(started.status.success(), "{}", text(&started.stderr));
+    let screen = until_shown(|| {
+        let screen = text(&tmux(&["capture-pane", "-p", "-t", &session]).stdout);
+        if screen.contains("history of") {
+            Ok(screen)
+        } else {
+            Err(screen)
+        }
+    });
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let row = screen
+        .lines()
+        .find(|l| l.trim_start_matches('>').split_whitespace().next() == Some(pid.as_str()))
+        .unwrap_or_else(|| panic!("no row for {pid}:\n{screen}"));
+    assert!(
+        row.ends_with("  svc\\x1b[2J\\x0ax hostile \\x1b]0;TITLE\\x07 two\\x0alines"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains(&format!("history of {pid} ({cmd_shown}):")),
+        "{screen}"
+    );
+}
+
+/// Calls `f` every 50 ms until it gives Ok; fails after 10 s showing its last Err.
+fn until_shown(mut f: impl FnMut() -> Result<String, String>) -> String {
+    let t = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "never shown:\n{last}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
