@@ -26,6 +26,12 @@ pub fn dir() -> Result<PathBuf, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
+    if meta.file_type().is_symlink() {
+        return Err(format!(
+            "{} is a symbolic link; refusing to follow it to a runtime directory",
+            path.display()
+        ));
+    }
     if !meta.is_dir() {
         return Err(format!("{} is not a directory", path.display()));
     }
@@ -191,7 +197,13 @@ pub fn open(path: &Path, write: bool) -> Result<File, String> {
         .write(write)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => format!(
+                "{} is a symbolic link; refusing to follow it to a control file",
+                path.display()
+            ),
+            _ => format!("cannot open {}: {e}", path.display()),
+        })?;
     let meta = f
         .metadata()
         .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;

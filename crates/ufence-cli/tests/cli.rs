@@ -163,8 +163,15 @@ fn run_passes_values_with_separators_and_quotes_whole() {
             err.contains("BUG: UFENCE: use-after-free read"),
             "{name}: {err}"
         );
-        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .collect();
         assert_eq!(files.len(), 1, "{name}: no report in {d}\n{err}");
+        // Reports hold command lines and host names: the owner's only, whatever the umask.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = files[0].metadata().unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
     }
     // A value cannot switch detection off by carrying an option inside it.
     let out = ufence(
@@ -231,6 +238,22 @@ fn run_refuses_values_it_cannot_pass() {
         "ufence: UFENCE_OPTIONS has an unbalanced quote in 'skip='abc'; fix it or unset it\n"
     );
     assert_eq!(text(&out.stdout), "");
+}
+
+/// A `sample_sizes` range above the page size, where nothing is ever sampled, is accepted but
+/// said in one warning line; a range that reaches below it is not.
+#[test]
+fn sample_sizes_beyond_a_page_warn() {
+    let out = ufence(&["run", "--sample_sizes", "4097-5000", "--", "true"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stderr),
+        "ufence: warning: sample_sizes=4097-5000 can never be sampled (objects over a page, 4096 bytes, never are): nothing will be sampled\n"
+    );
+    for fine in ["100-5000", "4096"] {
+        let out = ufence(&["run", "--sample_sizes", fine, "--", "true"]);
+        assert_eq!(text(&out.stderr), "", "{fine}");
+    }
 }
 
 #[test]

@@ -837,7 +837,10 @@ fn hostile_and_foreign_files_are_refused() {
         ),
         (4000004, "damaged control block (slot table)"),
         (4000005, "not a ufence control block (bad magic)"),
-        (4000006, "cannot open"),
+        (
+            4000006,
+            "4000006.ufence is a symbolic link; refusing to follow it to a control file",
+        ),
     ] {
         let p = pid.to_string();
         let err = fails(&rt, &["stats", &p]);
@@ -880,6 +883,39 @@ fn hostile_and_foreign_files_are_refused() {
     );
     assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0);
     assert!(fails(&open, &["ps"]).contains("is writable by other users (mode 777)"));
+
+    // A runtime directory that is a symbolic link (to a private directory of ours): refused
+    // by both sides, in words.
+    let real = runtime_dir("link-target");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = runtime_dir("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let out = Command::new(service())
+        .arg("crash-free-quick")
+        .env("LD_PRELOAD", lib())
+        .env("UFENCE_OPTIONS", "sample_rate=1")
+        .env("UFENCE_RUNTIME_DIR", &link)
+        .env("SERVICE_EXIT_AFTER_MS", "100")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "ufence: warning: cannot publish stats in {}: it is a symbolic link, which ufence does not follow; `ufence ps` will not see this process\n",
+            link.display()
+        )
+    );
+    assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
+    assert_eq!(
+        fails(&link, &["ps"]),
+        format!(
+            "ufence: {} is a symbolic link; refusing to follow it to a runtime directory\n",
+            link.display()
+        )
+    );
 }
 
 #[test]
@@ -889,12 +925,14 @@ fn processes_ending_with_exit_or_underscore_exit_leave_no_file() {
     let rt = runtime_dir("exits");
     std::fs::create_dir_all(&rt).unwrap();
     std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let python3 = ufence_testkit::require_command("python3", "python3");
+    let python3 = python3.to_str().unwrap();
     for (program, args, code) in [
         ("sh", vec!["-c", "exit 3"], 3),
         ("sh", vec!["-c", "echo hi; (echo sub; exit 0); true"], 0),
-        ("python3", vec!["-c", "import os; os._exit(5)"], 5),
+        (python3, vec!["-c", "import os; os._exit(5)"], 5),
         (
-            "python3",
+            python3,
             vec![
                 "-c",
                 "import os\npid = os.fork()\nif pid == 0: os._exit(0)\nos.waitpid(pid, 0)\n\
@@ -1016,7 +1054,7 @@ fn assert_inert(what: &str, out: &str) {
 /// and newlines: every verb shows them escaped (`\x1b`, `\x0a`), on the lines they belong to.
 #[test]
 fn hostile_names_are_escaped_in_every_verb() {
-    let rt = runtime_dir("hostile");
+    let rt = runtime_dir("hostile-names");
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hostile-bin");
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join("svc\x1b[2J\nx");
@@ -1132,4 +1170,78 @@ fn until_shown(mut f: impl FnMut() -> Result<String, String>) -> String {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Removes `/dev/shm/ufence-<uid>` and this user's fallback directories beside it.
+fn clear_shm_dirs(uid: u32) {
+    let prefix = format!("ufence-{uid}");
+    for e in std::fs::read_dir("/dev/shm").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == prefix || name.starts_with(&format!("{prefix}.")) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Another user took `/dev/shm/ufence-<uid>` first: the process publishes in a private
+/// directory of a name no one could guess, and `ufence ps` (same user) finds it there.
+#[test]
+fn a_squatted_runtime_dir_falls_back_to_a_name_no_one_can_take() {
+    let (uid, _) = ufence_testkit::second_user();
+    clear_shm_dirs(uid);
+    let squat = PathBuf::from(format!("/dev/shm/ufence-{uid}"));
+    std::fs::create_dir(&squat).unwrap(); // root's, mode 0755: not the user's
+    let mut child = ufence_testkit::as_second_user("env")
+        .arg(format!("LD_PRELOAD={}", lib().display()))
+        .arg(service())
+        .arg("run")
+        .env_remove("UFENCE_RUNTIME_DIR")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("UFENCE_OPTIONS", "sample_rate=1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let pid: u32 = line.trim().strip_prefix("ready ").unwrap().parse().unwrap();
+    let ps = until_shown(|| {
+        let o = ufence_testkit::as_second_user(env!("CARGO_BIN_EXE_ufence"))
+            .arg("ps")
+            .env_remove("UFENCE_RUNTIME_DIR")
+            .env_remove("XDG_RUNTIME_DIR")
+            .output()
+            .unwrap();
+        let shown = format!("{}{}", text(&o.stdout), text(&o.stderr));
+        if o.status.success() && shown.contains(&format!(" {pid}  live")) {
+            Ok(shown)
+        } else {
+            Err(shown)
+        }
+    });
+    let fallback: Vec<PathBuf> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.strip_prefix(&format!("ufence-{uid}."))
+                .is_some_and(|r| r.len() == 16 && r.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+        .collect();
+    assert_eq!(fallback.len(), 1, "{fallback:?}\n{ps}");
+    let meta = std::fs::symlink_metadata(&fallback[0]).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o700));
+    assert!(fallback[0].join(format!("{pid}.ufence")).exists());
+    assert_eq!(std::fs::read_dir(&squat).unwrap().count(), 0);
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert_eq!(err, "", "no warning: the process was published");
+    assert!(!fallback[0].join(format!("{pid}.ufence")).exists());
+    clear_shm_dirs(uid);
 }

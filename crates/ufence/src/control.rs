@@ -116,6 +116,70 @@ pub fn layout(nslots: usize) -> (usize, usize) {
 
 /// Writes the runtime directory's path (see the module's doc) into `out`.
 pub fn runtime_dir(out: &mut dyn Write) {
+    runtime_dir_for(out, false)
+}
+
+/// The directory under `/dev/shm` of this user: `ufence-<uid>`, unless someone else holds that
+/// name (another user created it first, or a symbolic link stands there). Then it is the
+/// first by name of this user's private `ufence-<uid>.<random>` directories, which no one can
+/// take ahead of time as the name cannot be guessed; with `create`, one is made when there is
+/// none. The process and the command choose alike, so the command finds the process.
+fn shm_dir(out: &mut dyn Write, create: bool) {
+    let uid = sys::geteuid();
+    let mut primary = BufWriter::<64>::new();
+    let _ = write!(primary, "/dev/shm/ufence-{uid}\0");
+    let ours =
+        core::ffi::CStr::from_bytes_with_nul(primary.as_bytes()).is_ok_and(sys::dir_ours_or_absent);
+    if ours {
+        let _ = write!(out, "/dev/shm/ufence-{uid}");
+        return;
+    }
+    let mut prefix = BufWriter::<32>::new();
+    let _ = write!(prefix, "ufence-{uid}.");
+    let first = |best: &mut BufWriter<64>| {
+        best.clear();
+        sys::for_each_entry(c"/dev/shm", &mut |name| {
+            let Some(rest) = name.strip_prefix(prefix.as_bytes()) else {
+                return;
+            };
+            if rest.is_empty() || !rest.iter().all(u8::is_ascii_hexdigit) || name.len() > 48 {
+                return;
+            }
+            let mut path = BufWriter::<64>::new();
+            let _ = path.write_str("/dev/shm/");
+            let _ = path.write_str(core::str::from_utf8(name).unwrap_or(""));
+            let _ = path.write_str("\0");
+            let private = core::ffi::CStr::from_bytes_with_nul(path.as_bytes())
+                .is_ok_and(|p| sys::dir_ours_or_absent(p) && sys::path_exists(p));
+            if private && (best.is_empty() || name < best.as_bytes()) {
+                best.clear();
+                let _ = best.write_str(core::str::from_utf8(name).unwrap_or(""));
+            }
+        });
+    };
+    let mut best = BufWriter::<64>::new();
+    first(&mut best);
+    if best.is_empty() && create {
+        let mut path = BufWriter::<64>::new();
+        let _ = write!(path, "/dev/shm/ufence-{uid}.{:016x}\0", sys::random_u64());
+        if let Ok(p) = core::ffi::CStr::from_bytes_with_nul(path.as_bytes()) {
+            sys::mkdir_private(p);
+        }
+        // Another process of ours may have made one at the same time: the first by name wins.
+        first(&mut best);
+    }
+    if best.is_empty() {
+        // None yet: the squatted name, which both sides then refuse in words.
+        let _ = write!(out, "/dev/shm/ufence-{uid}");
+    } else {
+        let _ = out.write_str("/dev/shm/");
+        let _ = out.write_str(core::str::from_utf8(best.as_bytes()).unwrap_or(""));
+    }
+}
+
+/// As [`runtime_dir`]; with `create`, a fallback directory is made if the default name is
+/// taken (see [`shm_dir`]).
+fn runtime_dir_for(out: &mut dyn Write, create: bool) {
     if let Some(d) = sys::getenv(c"UFENCE_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         let _ = out.write_str(core::str::from_utf8(d).unwrap_or("/nonexistent"));
     } else if let Some(d) = sys::getenv(c"XDG_RUNTIME_DIR").filter(|d| d.starts_with(b"/")) {
@@ -125,7 +189,7 @@ pub fn runtime_dir(out: &mut dyn Write) {
             core::str::from_utf8(d).unwrap_or("/nonexistent")
         );
     } else {
-        let _ = write!(out, "/dev/shm/ufence-{}", sys::geteuid());
+        shm_dir(out, create);
     }
 }
 
@@ -147,7 +211,7 @@ impl PathBuf {
             return PathBuf { buf };
         }
         let mut buf = BufWriter::new();
-        runtime_dir(&mut buf);
+        runtime_dir_for(&mut buf, true);
         let _ = buf.write_str("\0");
         PathBuf { buf }
     }

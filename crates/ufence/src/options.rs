@@ -138,6 +138,22 @@ impl SizeRange {
     pub fn contains(&self, size: usize) -> bool {
         self.min <= size && size <= self.max
     }
+    /// True when no size in the range can ever be sampled: objects larger than a page never
+    /// are (see README, "Limits").
+    pub fn beyond_page(&self) -> bool {
+        self.min > crate::sys::page_size()
+    }
+    /// The warning for a range that [`beyond_page`](Self::beyond_page), without the
+    /// `ufence: warning: ` prefix.
+    pub fn write_beyond_page(&self, out: &mut dyn Write) -> core::fmt::Result {
+        out.write_str("sample_sizes=")?;
+        self.write(out)?;
+        write!(
+            out,
+            " can never be sampled (objects over a page, {} bytes, never are): nothing will be sampled",
+            crate::sys::page_size()
+        )
+    }
 }
 
 impl OptionValue for SizeRange {
@@ -411,6 +427,17 @@ pub fn quote_value(value: &str) -> Option<String> {
 
 /// Applies `UFENCE_OPTIONS` over `opts`, printing one warning line to stderr per bad pair.
 pub fn apply_env(opts: &mut Options) {
+    apply_env_text(opts);
+    if opts.sample_sizes.beyond_page() {
+        let mut line = BufWriter::<200>::new();
+        let _ = line.write_str("ufence: warning: ");
+        let _ = opts.sample_sizes.write_beyond_page(&mut line);
+        let _ = line.write_str("\n");
+        crate::sys::write_all(2, line.as_bytes());
+    }
+}
+
+fn apply_env_text(opts: &mut Options) {
     if let Some(text) = crate::sys::getenv(c"UFENCE_OPTIONS") {
         parse_into(opts, text, &mut |pair, err| {
             let mut line = BufWriter::<320>::new();
