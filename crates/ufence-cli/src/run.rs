@@ -29,6 +29,11 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
         ));
     }
     let lib = preload::find(m.get_one::<String>("lib").map(String::as_str))?;
+    if let Some(why) = secure_exec(program) {
+        return Err(format!(
+            "'{program}' is {why}: the loader ignores LD_PRELOAD in such a program, so ufence cannot watch it; not run (a Rust program can link ufence::Guarded)"
+        ));
+    }
     let mut cmd = Command::new(program);
     cmd.args(argv);
     preload::apply(&mut cmd, &lib, &pairs)?;
@@ -69,5 +74,29 @@ fn after_dashdash(program: &str) -> bool {
     ) {
         (Some(d), Some(p)) => d < p,
         _ => false,
+    }
+}
+
+/// Why `program` would run in secure-execution mode for us (setuid to another user, setgid to
+/// another group), where glibc drops LD_PRELOAD: then `ufence run` would run it unwatched.
+fn secure_exec(program: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let path = if program.contains('/') {
+        std::path::PathBuf::from(program)
+    } else {
+        let paths = std::env::var_os("PATH")?;
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())?
+    };
+    let meta = std::fs::metadata(path).ok()?;
+    // SAFETY: geteuid/getegid cannot fail.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if meta.mode() & libc::S_ISUID != 0 && meta.uid() != euid {
+        Some(format!("setuid (runs as uid {})", meta.uid()))
+    } else if meta.mode() & libc::S_ISGID != 0 && meta.mode() & 0o010 != 0 && meta.gid() != egid {
+        Some(format!("setgid (runs as gid {})", meta.gid()))
+    } else {
+        None
     }
 }

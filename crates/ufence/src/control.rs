@@ -180,7 +180,10 @@ fn shm_dir(out: &mut dyn Write, create: bool) {
 /// As [`runtime_dir`]; with `create`, a fallback directory is made if the default name is
 /// taken (see [`shm_dir`]).
 fn runtime_dir_for(out: &mut dyn Write, create: bool) {
-    if let Some(d) = sys::getenv(c"UFENCE_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+    if sys::secure_execution() {
+        // A setuid or setgid program: where it creates files is not its caller's to choose.
+        shm_dir(out, create);
+    } else if let Some(d) = sys::getenv(c"UFENCE_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         let _ = out.write_str(core::str::from_utf8(d).unwrap_or("/nonexistent"));
     } else if let Some(d) = sys::getenv(c"XDG_RUNTIME_DIR").filter(|d| d.starts_with(b"/")) {
         let _ = write!(

@@ -427,6 +427,18 @@ pub fn quote_value(value: &str) -> Option<String> {
 
 /// Applies `UFENCE_OPTIONS` over `opts`, printing one warning line to stderr per bad pair.
 pub fn apply_env(opts: &mut Options) {
+    if crate::sys::secure_execution() {
+        // A setuid or setgid program: its environment is its unprivileged caller's, who must
+        // not choose where a privileged process writes files (report_dir) nor what it costs
+        // (sample_rate=1). As glibc and the sanitizers do, the program's own defaults only.
+        if crate::sys::getenv(c"UFENCE_OPTIONS").is_some() {
+            crate::sys::write_all(
+                2,
+                b"ufence: note: setuid/setgid program (secure execution): UFENCE_OPTIONS ignored\n",
+            );
+        }
+        return;
+    }
     apply_env_text(opts);
     if opts.sample_sizes.beyond_page() {
         let mut line = BufWriter::<200>::new();

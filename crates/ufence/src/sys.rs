@@ -977,3 +977,10 @@ pub fn path_exists(path: &core::ffi::CStr) -> bool {
         libc::lstat(path.as_ptr(), &mut st) == 0
     }
 }
+
+/// Whether this process runs in secure-execution mode (`AT_SECURE`: setuid or setgid, or file
+/// capabilities), where the environment belongs to a less privileged caller.
+pub fn secure_execution() -> bool {
+    // SAFETY: getauxval has no preconditions; it returns 0 for an absent entry.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
