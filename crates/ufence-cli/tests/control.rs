@@ -1245,3 +1245,60 @@ fn a_squatted_runtime_dir_falls_back_to_a_name_no_one_can_take() {
     assert!(!fallback[0].join(format!("{pid}.ufence")).exists());
     clear_shm_dirs(uid);
 }
+
+/// A crash loop (500 processes under ufence, each killed by SIGKILL, as a crash leaves its
+/// file on purpose) leaves at most the newest KEEP_STALE stale files: each process that starts
+/// removes the older ones. A live process's file is never touched.
+#[test]
+fn a_crash_loop_leaves_a_bounded_number_of_stale_files() {
+    const KEEP: usize = ufence_core::control::KEEP_STALE;
+    let rt = runtime_dir("crashloop");
+    let live = start(&rt, "sample_interval=1000", "run");
+    let t = Instant::now();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("i=0; while [ $i -lt 500 ]; do sh -c 'echo $$; kill -9 $$'; i=$((i+1)); done")
+        .env("LD_PRELOAD", lib())
+        .env("UFENCE_RUNTIME_DIR", &rt)
+        .env_remove("UFENCE_OPTIONS")
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pids: Vec<u32> = text(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 500);
+    let files: Vec<u32> = std::fs::read_dir(&rt)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_suffix(".ufence")?.parse().ok()
+        })
+        .collect();
+    eprintln!(
+        "500 crashing processes in {took:?}; {} files left",
+        files.len()
+    );
+    assert!(
+        files.contains(&live.pid),
+        "the live process's file was removed"
+    );
+    let stale: Vec<u32> = files.iter().copied().filter(|p| *p != live.pid).collect();
+    // The last start swept down to KEEP, then crashed itself: KEEP + 1.
+    assert_eq!(stale.len(), KEEP + 1, "{files:?}");
+    // The newest were kept: the last KEEP + 1 crashes.
+    let mut want = pids[pids.len() - KEEP - 1..].to_vec();
+    let mut got = stale.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    let all = ok(&rt, &["ps", "--all"]);
+    assert_eq!(
+        all.matches("stale (process gone)").count(),
+        KEEP + 1,
+        "{all}"
+    );
+}

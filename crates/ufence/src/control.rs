@@ -348,7 +348,10 @@ pub fn create(nslots: usize, o: &Options, preload: bool) -> Option<&'static Bloc
     // Named only now, complete and mapped: a reader never sees a half-written file.
     if let Some(fd) = fd {
         match link(fd, sys::getpid(), sys::file_id(fd)) {
-            Ok(()) => FILE.store(NAMED, Relaxed),
+            Ok(()) => {
+                FILE.store(NAMED, Relaxed);
+                sweep_stale();
+            }
             Err(why) => warn_unpublished(why),
         }
         sys::close(fd);
@@ -782,4 +785,74 @@ fn replace_block(
         unsafe { sys::unmap(fresh, len) };
     }
     moved
+}
+
+/// Stale files (of processes that are gone: crashed or killed) kept per runtime directory, the
+/// newest by the time they were named. A crash loop must not fill `/dev/shm`; the last crashes
+/// are the ones worth a look.
+pub const KEEP_STALE: usize = 64;
+
+/// The pid a control file's name gives (`<pid>.ufence`).
+fn pid_of_name(name: &[u8]) -> Option<u32> {
+    let digits = name.strip_suffix(b".ufence")?;
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    core::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// At start, after naming this process's file: when the directory holds more than
+/// [`KEEP_STALE`] control files, removes the stale ones beyond the newest [`KEEP_STALE`]. A
+/// file is stale here only when no process of its pid exists (one whose pid was reused is left
+/// to `ufence ps --gc`), so no live process's file is ever touched. Costs one `getdents` when
+/// the directory is small; no allocation (fixed buffers on the stack).
+fn sweep_stale() {
+    let dir = PathBuf::dir();
+    let Some(d) = dir.c_str() else { return };
+    let mut files = 0;
+    sys::for_each_entry(d, &mut |n| files += usize::from(pid_of_name(n).is_some()));
+    if files <= KEEP_STALE {
+        return;
+    }
+    let Ok(dirfd) = sys::open_private_dir(d, false) else {
+        return;
+    };
+    let me = sys::getpid();
+    let stale_ctime = |name: &[u8]| -> Option<u64> {
+        let pid = pid_of_name(name)?;
+        if pid == me || sys::process_exists(pid) {
+            return None;
+        }
+        let mut c = [0u8; 24];
+        c[..name.len()].copy_from_slice(name);
+        let c = core::ffi::CStr::from_bytes_until_nul(&c).ok()?;
+        sys::own_file_ctime_at(dirfd, c)
+    };
+    // The newest KEEP_STALE times, newest first.
+    let mut newest = [0u64; KEEP_STALE];
+    let mut kept = 0;
+    sys::for_each_entry(d, &mut |name| {
+        let Some(t) = stale_ctime(name) else { return };
+        if kept == KEEP_STALE && t <= newest[KEEP_STALE - 1] {
+            return;
+        }
+        let at = newest[..kept].iter().position(|&x| t > x).unwrap_or(kept);
+        let end = kept.min(KEEP_STALE - 1);
+        newest.copy_within(at..end, at + 1);
+        newest[at] = t;
+        kept = (kept + 1).min(KEEP_STALE);
+    });
+    if kept == KEEP_STALE {
+        let oldest_kept = newest[KEEP_STALE - 1];
+        sys::for_each_entry(d, &mut |name| {
+            if stale_ctime(name).is_some_and(|t| t < oldest_kept) {
+                let mut c = [0u8; 24];
+                c[..name.len()].copy_from_slice(name);
+                if let Ok(c) = core::ffi::CStr::from_bytes_until_nul(&c) {
+                    sys::unlink_at(dirfd, c);
+                }
+            }
+        });
+    }
+    sys::close(dirfd);
 }

@@ -984,3 +984,22 @@ pub fn secure_execution() -> bool {
     // SAFETY: getauxval has no preconditions; it returns 0 for an absent entry.
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
+
+/// Whether process `pid` exists (any user's).
+pub fn process_exists(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists and may be signalled.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 || errno() == libc::EPERM }
+}
+
+/// The status-change time (ns since the epoch) of `name` in directory `dir`, if it is a
+/// regular file of the effective user (not followed if a symbolic link).
+pub fn own_file_ctime_at(dir: i32, name: &core::ffi::CStr) -> Option<u64> {
+    // SAFETY: fstatat into a zeroed out-struct, with a NUL-terminated name.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        (libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) == 0
+            && st.st_mode & libc::S_IFMT == libc::S_IFREG
+            && st.st_uid == geteuid())
+        .then(|| st.st_ctime as u64 * 1_000_000_000 + st.st_ctime_nsec as u64)
+    }
+}
