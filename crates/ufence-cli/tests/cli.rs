@@ -1,7 +1,7 @@
 //! The `ufence` command from the outside: exit statuses, errors, the demo, and the docs.
 
 mod common;
-use common::{lib, root, text};
+use common::{assert_quiet_on_closed_pipe, lib, root, text};
 
 use std::process::{Command, Output};
 
@@ -308,6 +308,18 @@ fn readme_lists_every_option_as_declared() {
         assert!(
             readme.contains(row),
             "README is missing or has another text for:\n{row}"
+        );
+    }
+}
+
+/// `ufence options | head -1`, `ufence demo | head -1`: quiet on a closed pipe (SIGPIPE).
+#[test]
+fn options_and_demo_end_quietly_on_a_closed_pipe() {
+    for args in [&["options"][..], &["options", "--markdown"], &["demo"]] {
+        assert_quiet_on_closed_pipe(
+            Command::new(env!("CARGO_BIN_EXE_ufence"))
+                .args(args)
+                .env("UFENCE_LIB", lib()),
         );
     }
 }

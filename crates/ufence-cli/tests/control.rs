@@ -1031,7 +1031,6 @@ fn verbs_end_quietly_on_a_closed_pipe() {
         &["stats", "--all", "--format", "prometheus"],
         &["stats", &pid, "--format", "json"],
         &["objects", &pid],
-        &["options"],
     ] {
         assert_quiet_on_closed_pipe(
             Command::new(env!("CARGO_BIN_EXE_ufence"))
