@@ -11,6 +11,12 @@ use std::sync::OnceLock;
 fn probes() -> &'static (PathBuf, PathBuf) {
     static P: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     P.get_or_init(|| {
+        // SAFETY: geteuid cannot fail.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "needs root: the test installs a setuid-root program (README's test command runs as root in CI)"
+        );
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let st = Command::new(env!("CARGO"))
             .args(["build", "-p", "ufence", "--example", "setuid_probe"])
