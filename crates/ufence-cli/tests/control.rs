@@ -51,13 +51,16 @@ struct Svc {
     out: BufReader<std::process::ChildStdout>,
 }
 
+/// Sends `sig` to process `pid` (no `kill` command: procps is not on every fresh machine).
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions; a gone process is an ignored error.
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
 impl Drop for Svc {
     fn drop(&mut self) {
         // SIGTERM first: the service stops its children and exits normally.
-        let _ = Command::new("kill")
-            .arg(self.pid.to_string())
-            .stderr(Stdio::null())
-            .status();
+        signal(self.pid, libc::SIGTERM);
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(2) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -699,7 +702,7 @@ fn a_full_runtime_file_system_costs_slots_in_the_file_never_the_program() {
         "{published} published:\n{objects}"
     );
     assert_eq!(objects.matches("unused").count(), 255 - published);
-    let _ = Command::new("kill").arg(&pid).status();
+    signal(svc.pid, libc::SIGTERM);
     let status = svc.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "the program must end normally");
     let mut err = String::new();
@@ -791,9 +794,7 @@ fn exec_withdraws_the_name_and_a_failed_exec_publishes_again() {
     );
     // Now it execs `sleep` without the preload: nothing under ufence will ever remove a file
     // of this pid, so the name must be gone before the exec.
-    let _ = Command::new("kill")
-        .args(["-USR1", &svc.pid.to_string()])
-        .status();
+    signal(svc.pid, libc::SIGUSR1);
     eventually(5, &|| "the name outlived the exec".into(), || {
         !file.exists()
     });
@@ -1235,7 +1236,7 @@ fn a_squatted_runtime_dir_falls_back_to_a_name_no_one_can_take() {
     assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o700));
     assert!(fallback[0].join(format!("{pid}.ufence")).exists());
     assert_eq!(std::fs::read_dir(&squat).unwrap().count(), 0);
-    let _ = Command::new("kill").arg(pid.to_string()).status();
+    signal(pid, libc::SIGTERM);
     let status = child.wait().unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
