@@ -33,7 +33,7 @@ pub fn main(lib: Option<&str>) -> Result<u8, String> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    preload::apply(&mut cmd, &lib, &every);
+    preload::apply(&mut cmd, &lib, &every)?;
     let out = cmd
         .output()
         .map_err(|e| format!("cannot run the workload: {e}"))?;

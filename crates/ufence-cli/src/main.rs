@@ -34,7 +34,11 @@ fn cli() -> Command {
                 .required(true),
         )
         .after_help(
-            "Options are also read from UFENCE_OPTIONS (key=value pairs); those given here win.",
+            "Options are also read from UFENCE_OPTIONS (key=value pairs); those given here win.\n\
+             Exit status: the program's (128+N for signal N); 127 if PROGRAM is not found, 126 if it\n\
+             cannot be run.\n\n\
+             Test mode, where a bug must fail the run even if the program exits 0:\n  \
+             ufence run --sample_rate 1 --max_overhead 0 --exitcode 23 -- ./my-tests",
         );
     // One flag per option of the table, with its doc and default.
     for spec in SPECS {
@@ -159,6 +163,14 @@ fn cli() -> Command {
 
 fn main() -> ExitCode {
     let matches = cli().get_matches();
+    if !matches!(matches.subcommand_name(), Some("run")) {
+        // A verb whose reader goes away (`ufence objects PID | head -3`) ends as Unix tools
+        // do, killed quietly by SIGPIPE (a shell shows 141), instead of Rust's panic on the
+        // failed print. `run` keeps ignoring it: it must outlive its program's readers to
+        // return the program's status (and the program gets the default action back at exec).
+        // SAFETY: setting a signal's disposition to the default has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match matches.subcommand() {
         Some(("run", m)) => run::main(m),
         Some(("demo", m)) => demo::main(m.get_one::<String>("lib").map(String::as_str)),

@@ -12,7 +12,9 @@ use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use clap::ArgMatches;
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::os::unix::ffi::OsStrExt;
 use ufence_core::control::{Record, Slot, ALLOCATED, FREED, FREEING, UNUSED};
+use ufence_core::fmt::escape;
 
 const RULE: &str = "---------------------------------";
 
@@ -93,7 +95,7 @@ fn record(out: &mut String, what: &str, r: &Record, now_s: f64, names: &HashMap<
         out,
         "{what} by thread {} ({}) at {t:.6}s ({:.6}s ago):",
         r.tid,
-        String::from_utf8_lossy(&r.thread_name[..name_end]),
+        escape(&r.thread_name[..name_end]),
         (now_s - t).max(0.0)
     );
     let st = r.stack();
@@ -162,15 +164,17 @@ fn symbolize(snap: &Snapshot, slots: &[Option<Slot>]) -> HashMap<u64, Name> {
         });
     for (addr, sym) in addrs.iter().zip(found) {
         if let Symbolized::Sym(s) = sym {
-            let mut text = format!("{}+{:#x}", s.name, s.offset);
+            // Names and paths come from the program's files: escaped for the terminal.
+            let mut text = format!("{}+{:#x}", escape(s.name.as_bytes()), s.offset);
             if let Some(ci) = &s.code_info {
                 let file = ci.to_path();
+                let file = escape(file.as_os_str().as_bytes());
                 match ci.line {
                     Some(l) => {
-                        let _ = write!(text, " ({}:{l})", file.display());
+                        let _ = write!(text, " ({file}:{l})");
                     }
                     None => {
-                        let _ = write!(text, " ({})", file.display());
+                        let _ = write!(text, " ({file})");
                     }
                 }
             } else if let Some(m) = &s.module {
@@ -178,7 +182,7 @@ fn symbolize(snap: &Snapshot, slots: &[Option<Slot>]) -> HashMap<u64, Name> {
                 let _ = write!(
                     text,
                     " ({})",
-                    m.file_name().unwrap_or(m.as_os_str()).to_string_lossy()
+                    escape(m.file_name().unwrap_or(m.as_os_str()).as_bytes())
                 );
             }
             let internal = is_internal(&s.name, s.module.as_deref());

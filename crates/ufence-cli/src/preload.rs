@@ -3,6 +3,8 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use ufence_core::fmt::Escaped;
+use ufence_core::options::{parse_into, quote_value, OptionError, Options};
 
 /// The library to preload: `--lib`, then `$UFENCE_LIB`, then `libufence.so` next to this
 /// binary (where `cargo build --release` puts both).
@@ -31,24 +33,50 @@ pub fn find(explicit: Option<&str>) -> Result<PathBuf, String> {
 }
 
 /// Sets up `cmd` to run under `lib`: prepended to any existing `LD_PRELOAD`, with `extra`
-/// option pairs appended to any existing `UFENCE_OPTIONS` (later pairs win).
-pub fn apply(cmd: &mut Command, lib: &Path, extra: &[(String, String)]) {
+/// option pairs appended to any existing `UFENCE_OPTIONS` (later pairs win), each value quoted
+/// as the parser reads it back, so that a path with spaces, `:` or `,` stays one value and a
+/// value can never inject another option. Errs, changing nothing, on a value that cannot be
+/// passed faithfully, or when the inherited `UFENCE_OPTIONS` has an unbalanced quote (which
+/// would swallow the pairs appended after it).
+pub fn apply(cmd: &mut Command, lib: &Path, extra: &[(String, String)]) -> Result<(), String> {
+    let mut quoted = Vec::new();
+    for (k, v) in extra {
+        let q = quote_value(v).ok_or_else(|| {
+            format!("the value of --{k} cannot be passed in UFENCE_OPTIONS: it holds both ' and \"")
+        })?;
+        quoted.push(format!("{k}={q}"));
+    }
+    let mut opts = std::env::var("UFENCE_OPTIONS").unwrap_or_default();
+    if !quoted.is_empty() {
+        let mut unbalanced = None;
+        parse_into(&mut Options::default(), opts.as_bytes(), &mut |pair, e| {
+            if e == OptionError::BadQuote {
+                unbalanced = Some(String::from_utf8_lossy(pair).into_owned());
+            }
+        });
+        if let Some(pair) = unbalanced {
+            return Err(format!(
+                "UFENCE_OPTIONS has an unbalanced quote in '{}'; fix it or unset it",
+                Escaped(pair.as_bytes())
+            ));
+        }
+    }
     let mut preload = OsString::from(lib);
     if let Some(old) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         preload.push(":");
         preload.push(old);
     }
     cmd.env("LD_PRELOAD", preload);
-    if !extra.is_empty() {
-        let mut opts = std::env::var("UFENCE_OPTIONS").unwrap_or_default();
-        for (k, v) in extra {
+    if !quoted.is_empty() {
+        for pair in quoted {
             if !opts.is_empty() {
                 opts.push(':');
             }
-            opts.push_str(&format!("{k}={v}"));
+            opts.push_str(&pair);
         }
         cmd.env("UFENCE_OPTIONS", opts);
     }
+    Ok(())
 }
 
 /// The shell's convention for a child's end: its exit code, or 128+N when signal N killed it.

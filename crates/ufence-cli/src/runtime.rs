@@ -9,6 +9,7 @@ use std::mem::size_of;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use ufence_core::control::{self, Block, Header, Slot};
+use ufence_core::fmt::{cstr_bytes, escape};
 use ufence_core::options::Options;
 use ufence_core::Stats;
 
@@ -25,6 +26,12 @@ pub fn dir() -> Result<PathBuf, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
+    if meta.file_type().is_symlink() {
+        return Err(format!(
+            "{} is a symbolic link; refusing to follow it to a runtime directory",
+            path.display()
+        ));
+    }
     if !meta.is_dir() {
         return Err(format!("{} is not a directory", path.display()));
     }
@@ -93,14 +100,33 @@ impl Snapshot {
     pub fn stats(&self) -> Stats {
         self.block.stats()
     }
+    /// The executable's path, escaped for a terminal (the program chose it).
     pub fn exe(&self) -> String {
+        escape(cstr_bytes(&self.block.header.exe))
+    }
+    /// The executable's path as recorded (for JSON, which escapes by itself).
+    pub fn exe_raw(&self) -> String {
         text(&self.block.header.exe)
     }
-    /// The command line, arguments joined by spaces; the executable if it could not be read.
+    /// The command line, arguments joined by spaces, each escaped for a terminal; the
+    /// executable if it could not be read.
     pub fn cmdline(&self) -> String {
-        let args = self.args();
+        let args: Vec<String> = self.raw_args().iter().map(|a| escape(a)).collect();
         if args.is_empty() {
             self.exe()
+        } else {
+            args.join(" ")
+        }
+    }
+    /// The command line as recorded (for JSON).
+    pub fn cmdline_raw(&self) -> String {
+        let args: Vec<String> = self
+            .raw_args()
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.is_empty() {
+            self.exe_raw()
         } else {
             args.join(" ")
         }
@@ -125,14 +151,16 @@ impl Snapshot {
                 .to_string(),
         }
     }
-    /// `/proc/PID/cmdline` as the process recorded it at start (at most 511 bytes).
+    /// `/proc/PID/cmdline` as the process recorded it at start (at most 511 bytes), escaped.
     fn args(&self) -> Vec<String> {
+        self.raw_args().iter().map(|a| escape(a)).collect()
+    }
+    fn raw_args(&self) -> Vec<&[u8]> {
         let c = &self.block.header.cmdline;
         let end = c.windows(2).position(|w| w == [0, 0]).unwrap_or(c.len());
         c[..end]
             .split(|&b| b == 0)
             .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect()
     }
     pub fn options_text(&self) -> String {
@@ -169,7 +197,13 @@ pub fn open(path: &Path, write: bool) -> Result<File, String> {
         .write(write)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => format!(
+                "{} is a symbolic link; refusing to follow it to a control file",
+                path.display()
+            ),
+            _ => format!("cannot open {}: {e}", path.display()),
+        })?;
     let meta = f
         .metadata()
         .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;

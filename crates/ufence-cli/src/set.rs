@@ -34,6 +34,11 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
             .map_err(|_| format!("bad value '{value}' for {key} (expects {spec})"))?;
         keys.push(spec.name);
     }
+    if keys.contains(&"sample_sizes") && wanted.sample_sizes.beyond_page() {
+        let mut why = String::new();
+        let _ = wanted.sample_sizes.write_beyond_page(&mut why);
+        eprintln!("ufence: warning: {why}");
+    }
     let snap = runtime::for_pid(pid)?;
     if !snap.live() {
         return Err(format!(

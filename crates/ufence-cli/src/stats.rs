@@ -99,8 +99,8 @@ pub fn to_json(s: &Snapshot) -> Value {
     let h = s.header();
     json!({
         "pid": s.pid(),
-        "exe": s.exe(),
-        "cmdline": s.cmdline(),
+        "exe": s.exe_raw(),
+        "cmdline": s.cmdline_raw(),
         "state": s.liveness.word(),
         "live": s.live(),
         "mode": if h.mode == ufence_core::control::MODE_PRELOAD { "preload" } else { "allocator" },

@@ -20,6 +20,7 @@ use std::ffi::CString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use ufence_core::dwarf::Elf;
+use ufence_core::fmt::escape;
 use ufence_core::sys::MappedFile;
 
 /// Reports bigger than this are refused (a report is a few kilobytes).
@@ -40,7 +41,11 @@ pub fn main(files: &[String], debug_dirs: &[PathBuf]) -> Result<u8, String> {
                 print!("{}", s.render(&report));
             }
             Err(msg) => {
-                eprintln!("ufence: {file}: {msg}");
+                eprintln!(
+                    "ufence: {}: {}",
+                    escape(file.as_bytes()),
+                    escape(msg.as_bytes())
+                );
                 failed = true;
             }
         }
@@ -158,7 +163,11 @@ impl Offline {
         let found = self.search(module, build_id);
         if let Found::Missing(why) = &found {
             if self.noted.insert(key.clone()) {
-                eprintln!("ufence: note: {why}; its frames show module+offset");
+                // `why` names the module, a path the report chose.
+                eprintln!(
+                    "ufence: note: {}; its frames show module+offset",
+                    escape(why.as_bytes())
+                );
             }
         }
         self.modules.insert(key, found.clone());
@@ -264,7 +273,10 @@ impl Offline {
     /// The text of one report.
     fn render(&mut self, r: &Value) -> String {
         let mut t = String::new();
-        let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+        // Everything in a report is the program's or the file's to choose: escaped for the
+        // terminal, each field on its own, so that a newline in one cannot forge a line.
+        let s =
+            |v: &Value, k: &str| escape(v.get(k).and_then(Value::as_str).unwrap_or("?").as_bytes());
         let empty = Vec::new();
         let access = r
             .pointer("/access/stack")
@@ -285,9 +297,18 @@ impl Offline {
             })
             .unwrap_or_else(|| "(unknown)".into());
         let _ = writeln!(t, "{RULE}");
-        let _ = writeln!(t, "BUG: UFENCE: {} in {title_fn}\n", s(r, "title"));
+        let _ = writeln!(
+            t,
+            "BUG: UFENCE: {} in {}\n",
+            s(r, "title"),
+            escape(title_fn.as_bytes())
+        );
         let desc = r.pointer("/access/description").and_then(Value::as_str);
-        let _ = writeln!(t, "{}", desc.unwrap_or("(no description)"));
+        let _ = writeln!(
+            t,
+            "{}",
+            escape(desc.unwrap_or("(no description)").as_bytes())
+        );
         write_frames(&mut t, &lines);
         if let Some(o) = r.get("object").filter(|o| o.is_object()) {
             let n = |k: &str| o.get(k).and_then(Value::as_u64).unwrap_or(0);
@@ -376,16 +397,16 @@ fn write_frames(t: &mut String, frames: &[Vec<(Line, String)>]) {
     }
     for (n, lines) in frames.iter().enumerate() {
         for (l, raw) in lines {
-            let mut paren: Vec<&str> = Vec::new();
+            let mut paren: Vec<String> = Vec::new();
             if let Some(loc) = &l.location {
-                paren.push(loc);
+                paren.push(escape(loc.as_bytes()));
             }
             if l.inlined {
-                paren.push("inlined");
+                paren.push("inlined".into());
             } else if !raw.is_empty() {
-                paren.push(raw);
+                paren.push(escape(raw.as_bytes()));
             }
-            let _ = write!(t, " #{n} {}", l.function);
+            let _ = write!(t, " #{n} {}", escape(l.function.as_bytes()));
             if !paren.is_empty() {
                 let _ = write!(t, " ({})", paren.join(", "));
             }

@@ -3,7 +3,7 @@
 //! `top`, and refuses files it must not trust.
 
 mod common;
-use common::{lib, text};
+use common::{assert_quiet_on_closed_pipe, lib, text};
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -20,7 +20,7 @@ fn service() -> &'static Path {
         std::fs::create_dir_all(&dir).unwrap();
         let bin = dir.join("service");
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/service.c");
-        let out = Command::new("gcc")
+        let out = Command::new(ufence_testkit::require_command("gcc", "gcc"))
             .args(["-g", "-O1", "-o"])
             .arg(&bin)
             .arg(&src)
@@ -51,13 +51,16 @@ struct Svc {
     out: BufReader<std::process::ChildStdout>,
 }
 
+/// Sends `sig` to process `pid` (no `kill` command: procps is not on every fresh machine).
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions; a gone process is an ignored error.
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
 impl Drop for Svc {
     fn drop(&mut self) {
         // SIGTERM first: the service stops its children and exits normally.
-        let _ = Command::new("kill")
-            .arg(self.pid.to_string())
-            .stderr(Stdio::null())
-            .status();
+        signal(self.pid, libc::SIGTERM);
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(2) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -71,8 +74,12 @@ impl Drop for Svc {
 }
 
 fn start(rt: &Path, options: &str, mode: &str) -> Svc {
-    let mut child = Command::new(service())
-        .arg(mode)
+    start_program(rt, options, service(), &[mode])
+}
+
+fn start_program(rt: &Path, options: &str, program: &Path, args: &[&str]) -> Svc {
+    let mut child = Command::new(program)
+        .args(args)
         .env("LD_PRELOAD", lib())
         .env("UFENCE_OPTIONS", options)
         .env("UFENCE_RUNTIME_DIR", rt)
@@ -355,48 +362,53 @@ fn prometheus_and_json_output_parse() {
     let b = start(&rt, "sample_interval=7:num_objects=30", "run");
     std::thread::sleep(Duration::from_millis(300));
     let prom = ok(&rt, &["stats", "--all", "--format", "prometheus"]);
-    // A real parser: the Python Prometheus client's.
-    let script = r#"
-import sys
-from prometheus_client.parser import text_string_to_metric_families
-for fam in text_string_to_metric_families(sys.stdin.read()):
-    for s in fam.samples:
-        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
-        print(f"{fam.name}|{fam.type}|{s.name}|{labels}|{float(s.value)}")
-"#;
-    let mut py = Command::new("python3")
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write;
-    py.stdin.take().unwrap().write_all(prom.as_bytes()).unwrap();
-    let out = py.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the Prometheus parser rejected:\n{prom}\n{}",
-        text(&out.stderr)
+    // An independent parser (the prometheus-parse crate). It skips lines it cannot read, so
+    // every sample line must come back as one typed sample.
+    let scrape = prometheus_parse::Scrape::parse(prom.lines().map(|l| Ok(l.to_string())))
+        .expect("parsing the Prometheus text");
+    let sample_lines = prom
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count();
+    assert_eq!(
+        scrape.samples.len(),
+        sample_lines,
+        "lines lost by the parser:\n{prom}"
     );
-    let parsed = text(&out.stdout);
+    let parsed: Vec<String> = scrape
+        .samples
+        .iter()
+        .map(|s| {
+            let (kind, v) = match s.value {
+                prometheus_parse::Value::Counter(v) => ("counter", v),
+                prometheus_parse::Value::Gauge(v) => ("gauge", v),
+                ref other => panic!("untyped sample {} {other:?}\n{prom}", s.metric),
+            };
+            let mut labels: Vec<String> =
+                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            assert!(
+                scrape.docs.contains_key(&s.metric),
+                "{} has no HELP\n{prom}",
+                s.metric
+            );
+            format!("{}|{kind}|{}|{v:?}", s.metric, labels.join(","))
+        })
+        .collect();
+    let parsed = parsed.join("\n");
     for (pid, slots, interval) in [(a.pid, 20, 5), (b.pid, 30, 7)] {
         let l = format!("exe=service,pid={pid}");
         for want in [
-            format!("ufence_pool_slots|gauge|ufence_pool_slots|{l}|{slots}.0"),
-            format!("ufence_enabled|gauge|ufence_enabled|{l}|1.0"),
-            format!("ufence_sample_interval_milliseconds|gauge|ufence_sample_interval_milliseconds|{l}|{interval}.0"),
-            format!("ufence_skipped_allocations|counter|ufence_skipped_allocations_total|{l},reason=covered|0.0"),
+            format!("ufence_pool_slots|gauge|{l}|{slots}.0"),
+            format!("ufence_enabled|gauge|{l}|1.0"),
+            format!("ufence_sample_interval_milliseconds|gauge|{l}|{interval}.0"),
+            format!("ufence_skipped_allocations_total|counter|{l},reason=covered|0.0"),
         ] {
             assert!(parsed.lines().any(|x| x == want), "{want} not in\n{parsed}");
         }
         let allocs = parsed
             .lines()
-            .find(|x| {
-                x.starts_with(&format!(
-                    "ufence_allocations|counter|ufence_allocations_total|{l}|"
-                ))
-            })
+            .find(|x| x.starts_with(&format!("ufence_allocations_total|counter|{l}|")))
             .unwrap_or_else(|| panic!("{parsed}"));
         let v: f64 = allocs.rsplit('|').next().unwrap().parse().unwrap();
         assert!(v >= 1.0, "{allocs}");
@@ -432,12 +444,8 @@ fn top_shows_processes_and_quits_on_q() {
         rt.display(),
         env!("CARGO_BIN_EXE_ufence")
     );
-    let tmux = |args: &[&str]| {
-        Command::new("tmux")
-            .args(args)
-            .output()
-            .expect("tmux (apt install tmux)")
-    };
+    let tmux_bin = ufence_testkit::require_command("tmux", "tmux");
+    let tmux = |args: &[&str]| Command::new(&tmux_bin).args(args).output().expect("tmux");
     // 100 columns: a row with the service's whole path would not fit, its short command does.
     let started = tmux(&[
         "new-session",
@@ -694,7 +702,7 @@ fn a_full_runtime_file_system_costs_slots_in_the_file_never_the_program() {
         "{published} published:\n{objects}"
     );
     assert_eq!(objects.matches("unused").count(), 255 - published);
-    let _ = Command::new("kill").arg(&pid).status();
+    signal(svc.pid, libc::SIGTERM);
     let status = svc.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "the program must end normally");
     let mut err = String::new();
@@ -786,9 +794,7 @@ fn exec_withdraws_the_name_and_a_failed_exec_publishes_again() {
     );
     // Now it execs `sleep` without the preload: nothing under ufence will ever remove a file
     // of this pid, so the name must be gone before the exec.
-    let _ = Command::new("kill")
-        .args(["-USR1", &svc.pid.to_string()])
-        .status();
+    signal(svc.pid, libc::SIGUSR1);
     eventually(5, &|| "the name outlived the exec".into(), || {
         !file.exists()
     });
@@ -832,7 +838,10 @@ fn hostile_and_foreign_files_are_refused() {
         ),
         (4000004, "damaged control block (slot table)"),
         (4000005, "not a ufence control block (bad magic)"),
-        (4000006, "cannot open"),
+        (
+            4000006,
+            "4000006.ufence is a symbolic link; refusing to follow it to a control file",
+        ),
     ] {
         let p = pid.to_string();
         let err = fails(&rt, &["stats", &p]);
@@ -875,6 +884,39 @@ fn hostile_and_foreign_files_are_refused() {
     );
     assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0);
     assert!(fails(&open, &["ps"]).contains("is writable by other users (mode 777)"));
+
+    // A runtime directory that is a symbolic link (to a private directory of ours): refused
+    // by both sides, in words.
+    let real = runtime_dir("link-target");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = runtime_dir("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let out = Command::new(service())
+        .arg("crash-free-quick")
+        .env("LD_PRELOAD", lib())
+        .env("UFENCE_OPTIONS", "sample_rate=1")
+        .env("UFENCE_RUNTIME_DIR", &link)
+        .env("SERVICE_EXIT_AFTER_MS", "100")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "ufence: warning: cannot publish stats in {}: it is a symbolic link, which ufence does not follow; `ufence ps` will not see this process\n",
+            link.display()
+        )
+    );
+    assert_eq!(std::fs::read_dir(&real).unwrap().count(), 0);
+    assert_eq!(
+        fails(&link, &["ps"]),
+        format!(
+            "ufence: {} is a symbolic link; refusing to follow it to a runtime directory\n",
+            link.display()
+        )
+    );
 }
 
 #[test]
@@ -884,12 +926,14 @@ fn processes_ending_with_exit_or_underscore_exit_leave_no_file() {
     let rt = runtime_dir("exits");
     std::fs::create_dir_all(&rt).unwrap();
     std::fs::set_permissions(&rt, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let python3 = ufence_testkit::require_command("python3", "python3");
+    let python3 = python3.to_str().unwrap();
     for (program, args, code) in [
         ("sh", vec!["-c", "exit 3"], 3),
         ("sh", vec!["-c", "echo hi; (echo sub; exit 0); true"], 0),
-        ("python3", vec!["-c", "import os; os._exit(5)"], 5),
+        (python3, vec!["-c", "import os; os._exit(5)"], 5),
         (
-            "python3",
+            python3,
             vec![
                 "-c",
                 "import os\npid = os.fork()\nif pid == 0: os._exit(0)\nos.waitpid(pid, 0)\n\
@@ -971,5 +1015,295 @@ fn a_raw_fork_does_not_share_its_parents_slots() {
         std::fs::read_dir(&rt).unwrap().count(),
         0,
         "files left behind"
+    );
+}
+
+/// `ufence ps | head -1` and the like: every verb that prints ends quietly when its reader has
+/// gone (killed by SIGPIPE as Unix tools are), never a panic with a backtrace.
+#[test]
+fn verbs_end_quietly_on_a_closed_pipe() {
+    let rt = runtime_dir("pipe");
+    let svc = start(&rt, "sample_rate=1:max_overhead=0", "run");
+    let pid = svc.pid.to_string();
+    for args in [
+        &["ps"][..],
+        &["ps", "--all"],
+        &["stats", &pid],
+        &["stats", "--all", "--format", "prometheus"],
+        &["stats", &pid, "--format", "json"],
+        &["objects", &pid],
+    ] {
+        assert_quiet_on_closed_pipe(
+            Command::new(env!("CARGO_BIN_EXE_ufence"))
+                .args(args)
+                .env("UFENCE_RUNTIME_DIR", &rt),
+        );
+    }
+}
+
+/// Output that a terminal can show without being steered: no control byte but the newlines
+/// that end lines, no DEL, no C1 control (as UTF-8).
+fn assert_inert(what: &str, out: &str) {
+    let bad = out
+        .chars()
+        .find(|&c| (c.is_control() && c != '\n') || ('\u{80}'..='\u{9f}').contains(&c));
+    assert!(bad.is_none(), "{what}: {bad:?} in\n{out}");
+}
+
+/// A program that names its executable, its arguments and its thread with escape sequences
+/// and newlines: every verb shows them escaped (`\x1b`, `\x0a`), on the lines they belong to.
+#[test]
+fn hostile_names_are_escaped_in_every_verb() {
+    let rt = runtime_dir("hostile-names");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hostile-bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("svc\x1b[2J\nx");
+    let _ = std::fs::remove_file(&exe);
+    std::fs::copy(service(), &exe).unwrap();
+    let args = ["hostile", "\x1b]0;TITLE\x07", "two\nlines"];
+    let svc = start_program(&rt, "sample_rate=1:max_overhead=0", &exe, &args);
+    let pid = svc.pid.to_string();
+    let exe_shown = format!("{}/svc\\x1b[2J\\x0ax", dir.display());
+    let cmd_shown = format!("{exe_shown} hostile \\x1b]0;TITLE\\x07 two\\x0alines");
+
+    let ps = ok(&rt, &["ps"]);
+    assert_inert("ps", &ps);
+    assert_eq!(ps.lines().count(), 2, "{ps}");
+    assert!(
+        ps.lines()
+            .nth(1)
+            .unwrap()
+            .ends_with(&format!("  {cmd_shown}")),
+        "{ps}"
+    );
+
+    let stats = ok(&rt, &["stats", "--all"]);
+    assert_inert("stats", &stats);
+    assert!(
+        stats.starts_with(&format!("# pid {pid} ({exe_shown})\n")),
+        "{stats}"
+    );
+    let prom = ok(&rt, &["stats", "--all", "--format", "prometheus"]);
+    assert_inert("prometheus", &prom);
+    // The escape's backslash doubled, as Prometheus label values require.
+    assert!(prom.contains(r#"exe="svc\\x1b[2J\\x0ax""#), "{prom}");
+    // JSON escapes by itself: the value there is the program's own.
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&rt, &["stats", &pid, "--format", "json"])).unwrap();
+    assert_eq!(
+        json["cmdline"],
+        format!("{} {}", exe.display(), args.join(" "))
+    );
+
+    let objects = until_shown(|| {
+        let o = ok(&rt, &["objects", &pid]);
+        if o.contains("(\\x1b[2J\\x0aEVIL\\x07)") {
+            Ok(o)
+        } else {
+            Err(o)
+        }
+    });
+    assert_inert("objects", &objects);
+    assert!(
+        objects
+            .lines()
+            .any(|l| l.starts_with("allocated by thread ")
+                && l.contains(" (\\x1b[2J\\x0aEVIL\\x07) at ")),
+        "{objects}"
+    );
+
+    // top, on a real terminal: the table shows the escaped command on its row, and the
+    // screen was not cleared nor retitled.
+    let tmux_bin = ufence_testkit::require_command("tmux", "tmux");
+    let tmux = |a: &[&str]| Command::new(&tmux_bin).args(a).output().expect("tmux");
+    let session = format!("ufence-hostile-{}", std::process::id());
+    let cmd = format!(
+        "UFENCE_RUNTIME_DIR={} {} top --interval 200",
+        rt.display(),
+        env!("CARGO_BIN_EXE_ufence")
+    );
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "160",
+        "-y",
+        "30",
+        &cmd,
+    ]);
+    assert!(started.status.success(), "{}", text(&started.stderr));
+    let screen = until_shown(|| {
+        let screen = text(&tmux(&["capture-pane", "-p", "-t", &session]).stdout);
+        if screen.contains("history of") {
+            Ok(screen)
+        } else {
+            Err(screen)
+        }
+    });
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let row = screen
+        .lines()
+        .find(|l| l.trim_start_matches('>').split_whitespace().next() == Some(pid.as_str()))
+        .unwrap_or_else(|| panic!("no row for {pid}:\n{screen}"));
+    assert!(
+        row.ends_with("  svc\\x1b[2J\\x0ax hostile \\x1b]0;TITLE\\x07 two\\x0alines"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains(&format!("history of {pid} ({cmd_shown}):")),
+        "{screen}"
+    );
+}
+
+/// Calls `f` every 50 ms until it gives Ok; fails after 10 s showing its last Err.
+fn until_shown(mut f: impl FnMut() -> Result<String, String>) -> String {
+    let t = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "never shown:\n{last}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Removes `/dev/shm/ufence-<uid>` and this user's fallback directories beside it.
+fn clear_shm_dirs(uid: u32) {
+    let prefix = format!("ufence-{uid}");
+    for e in std::fs::read_dir("/dev/shm").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == prefix || name.starts_with(&format!("{prefix}.")) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Another user took `/dev/shm/ufence-<uid>` first: the process publishes in a private
+/// directory of a name no one could guess, and `ufence ps` (same user) finds it there.
+#[test]
+fn a_squatted_runtime_dir_falls_back_to_a_name_no_one_can_take() {
+    let (uid, _) = ufence_testkit::second_user();
+    clear_shm_dirs(uid);
+    let squat = PathBuf::from(format!("/dev/shm/ufence-{uid}"));
+    std::fs::create_dir(&squat).unwrap(); // root's, mode 0755: not the user's
+    let mut child = ufence_testkit::as_second_user("env")
+        .arg(format!("LD_PRELOAD={}", lib().display()))
+        .arg(service())
+        .arg("run")
+        .env_remove("UFENCE_RUNTIME_DIR")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("UFENCE_OPTIONS", "sample_rate=1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let pid: u32 = line.trim().strip_prefix("ready ").unwrap().parse().unwrap();
+    let ps = until_shown(|| {
+        let o = ufence_testkit::as_second_user(env!("CARGO_BIN_EXE_ufence"))
+            .arg("ps")
+            .env_remove("UFENCE_RUNTIME_DIR")
+            .env_remove("XDG_RUNTIME_DIR")
+            .output()
+            .unwrap();
+        let shown = format!("{}{}", text(&o.stdout), text(&o.stderr));
+        if o.status.success() && shown.contains(&format!(" {pid}  live")) {
+            Ok(shown)
+        } else {
+            Err(shown)
+        }
+    });
+    let fallback: Vec<PathBuf> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.strip_prefix(&format!("ufence-{uid}."))
+                .is_some_and(|r| r.len() == 16 && r.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+        .collect();
+    assert_eq!(fallback.len(), 1, "{fallback:?}\n{ps}");
+    let meta = std::fs::symlink_metadata(&fallback[0]).unwrap();
+    assert!(meta.is_dir());
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o700));
+    assert!(fallback[0].join(format!("{pid}.ufence")).exists());
+    assert_eq!(std::fs::read_dir(&squat).unwrap().count(), 0);
+    signal(pid, libc::SIGTERM);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert_eq!(err, "", "no warning: the process was published");
+    assert!(!fallback[0].join(format!("{pid}.ufence")).exists());
+    clear_shm_dirs(uid);
+}
+
+/// A crash loop (500 processes under ufence, each killed by SIGKILL, as a crash leaves its
+/// file on purpose) leaves at most the newest KEEP_STALE stale files: each process that starts
+/// removes the older ones. A live process's file is never touched.
+#[test]
+fn a_crash_loop_leaves_a_bounded_number_of_stale_files() {
+    const KEEP: usize = ufence_core::control::KEEP_STALE;
+    let rt = runtime_dir("crashloop");
+    let live = start(&rt, "sample_interval=1000", "run");
+    let t = Instant::now();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("i=0; while [ $i -lt 500 ]; do sh -c 'echo $$; kill -9 $$'; i=$((i+1)); done")
+        .env("LD_PRELOAD", lib())
+        .env("UFENCE_RUNTIME_DIR", &rt)
+        .env_remove("UFENCE_OPTIONS")
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pids: Vec<u32> = text(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 500);
+    let files: Vec<u32> = std::fs::read_dir(&rt)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_suffix(".ufence")?.parse().ok()
+        })
+        .collect();
+    eprintln!(
+        "500 crashing processes in {took:?}; {} files left",
+        files.len()
+    );
+    assert!(
+        files.contains(&live.pid),
+        "the live process's file was removed"
+    );
+    let stale: Vec<u32> = files.iter().copied().filter(|p| *p != live.pid).collect();
+    // A start sweeps down to KEEP once the directory holds more than SWEEP_ABOVE files (the
+    // live service's among them); crashes after the last sweep add to those.
+    assert!(
+        (KEEP..=ufence_core::control::SWEEP_ABOVE).contains(&stale.len()),
+        "{} stale files: {files:?}",
+        stale.len()
+    );
+    // The newest were kept: the last crashes, none older.
+    let mut want = pids[pids.len() - stale.len()..].to_vec();
+    let mut got = stale.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    let all = ok(&rt, &["ps", "--all"]);
+    assert_eq!(
+        all.matches("stale (process gone)").count(),
+        stale.len(),
+        "{all}"
     );
 }

@@ -4,6 +4,9 @@
 #[path = "../../ufence-preload/tests/support/reports.rs"]
 mod support;
 
+#[allow(dead_code)]
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use support::*;
@@ -35,15 +38,19 @@ fn stripped() -> &'static Stripped {
         let debug = b.dir.join("debug").join("reports.debug");
         std::fs::create_dir_all(debug.parent().unwrap()).unwrap();
         let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
-        ok(Command::new("objcopy")
-            .arg("--only-keep-debug")
-            .arg(&b.prog)
-            .arg(&debug));
-        ok(Command::new("strip")
-            .arg("--strip-all")
-            .arg("-o")
-            .arg(&prog)
-            .arg(&b.prog));
+        ok(
+            Command::new(ufence_testkit::require_command("objcopy", "binutils"))
+                .arg("--only-keep-debug")
+                .arg(&b.prog)
+                .arg(&debug),
+        );
+        ok(
+            Command::new(ufence_testkit::require_command("strip", "binutils"))
+                .arg("--strip-all")
+                .arg("-o")
+                .arg(&prog)
+                .arg(&b.prog),
+        );
         let dir = report_dir("cli-stripped");
         let out = run(&prog, "uaf", &format!("report_dir={}", dir.display()));
         assert_eq!(out.status.code(), Some(42), "{}", text(&out.stderr));
@@ -282,4 +289,70 @@ fn symbolize_needs_a_file() {
     let out = ufence(&["symbolize"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("REPORT.json"));
+}
+
+/// `ufence symbolize *.json | head -1`: ends quietly (SIGPIPE) when the reader has gone.
+#[test]
+fn symbolize_ends_quietly_on_a_closed_pipe() {
+    let s = stripped();
+    let dir = s.debug.parent().unwrap().to_str().unwrap();
+    common::assert_quiet_on_closed_pipe(Command::new(env!("CARGO_BIN_EXE_ufence")).args([
+        "symbolize",
+        s.report.to_str().unwrap(),
+        "--debug-dir",
+        dir,
+    ]));
+}
+
+/// A report whose thread name, title, module path, function and file carry escape sequences
+/// and newlines (the program chose them, or the file was written by someone else): printed
+/// escaped, each on the line it belongs to.
+#[test]
+fn symbolize_escapes_what_the_report_holds() {
+    let s = stripped();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&s.report).unwrap()).unwrap();
+    v["title"] = "use-after-free read\x1b]0;TITLE\x07".into();
+    v["object"]["allocated"]["thread"]["name"] = "\x1b[2J\nEVIL".into();
+    let frame = serde_json::json!({
+        "module": "/no/such\x1b[31m\nlib.so",
+        "offset": "0x10",
+        "pc": "0x1010",
+        "function": "evil\x1b[2J\nfn",
+        "file": "x\u{9b}31m.c",
+        "line": 3
+    });
+    v["access"]["stack"]
+        .as_array_mut()
+        .unwrap()
+        .insert(0, frame);
+    let path = s.report.with_file_name("hostile.json");
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+    let out = ufence(&["symbolize", path.to_str().unwrap()]);
+    let shown = text(&out.stdout);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for (what, t) in [("stdout", &shown), ("stderr", &err)] {
+        let bad = t
+            .chars()
+            .find(|&c| (c.is_control() && c != '\n') || ('\u{80}'..='\u{9f}').contains(&c));
+        assert!(bad.is_none(), "{what}: {bad:?} in\n{t}");
+    }
+    assert!(
+        shown.contains(
+            "BUG: UFENCE: use-after-free read\\x1b]0;TITLE\\x07 in evil\\x1b[2J\\x0afn\n"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(
+            " #0 evil\\x1b[2J\\x0afn (x\\u{009b}31m.c:3, /no/such\\x1b[31m\\x0alib.so+0x10)\n"
+        ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("allocated by thread ") && shown.contains(" (\\x1b[2J\\x0aEVIL) at "),
+        "{shown}"
+    );
+    assert!(err.contains("/no/such\\x1b[31m\\x0alib.so"), "{err}");
 }

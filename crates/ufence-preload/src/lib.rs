@@ -323,10 +323,12 @@ pub extern "C" fn signal(sig: i32, handler: libc::sighandler_t) -> libc::sighand
 /// `_exit` and `_Exit` skip `atexit` handlers, and shells (dash's `exit`), forked children and
 /// many daemons end that way: without this, every such process would leave its control file
 /// behind as if it had crashed. Removes the file (only the process that owns it: a `vfork`
-/// child shares its parent's block) and ends the process as glibc's `_exit` does.
+/// child shares its parent's block) and ends the process as glibc's `_exit` does, with
+/// `exitcode` applied when this process reported a bug and would have exited 0.
 #[no_mangle]
 pub extern "C" fn _exit(status: i32) -> ! {
     uf::control::at_exit();
+    let status = uf::exit_status(status);
     loop {
         // SAFETY: exit_group ends every thread of the process; it does not return.
         unsafe { libc::syscall(libc::SYS_exit_group, status) };

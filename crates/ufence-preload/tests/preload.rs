@@ -153,16 +153,20 @@ fn programs() -> &'static Programs {
         let jobs: Vec<_> = SOURCES
             .iter()
             .map(|&(name, file)| {
-                let compiler = if file.ends_with(".cc") { "g++" } else { "gcc" };
+                let compiler = if file.ends_with(".cc") {
+                    require_command("g++", "g++")
+                } else {
+                    require_command("gcc", "gcc")
+                };
                 let tmp = dir.join(format!(".{name}.{pid}.tmp"));
-                let child = Command::new(compiler)
+                let child = Command::new(&compiler)
                     .args(["-g", "-O1", "-pthread", "-o"])
                     .arg(&tmp)
                     .arg(src.join(file))
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .spawn()
-                    .unwrap_or_else(|e| panic!("running {compiler}: {e}"));
+                    .unwrap_or_else(|e| panic!("running {}: {e}", compiler.display()));
                 (name, file, tmp, child)
             })
             .collect();
@@ -183,13 +187,8 @@ fn program(name: &str) -> PathBuf {
     programs().get(name)
 }
 
-/// Finds an executable on PATH.
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
+/// The outside tools these tests run: found, installed (as root), or a one-line failure.
+use ufence_testkit::require_command;
 
 // ---------------------------------------------------------------------------------------------
 // Running programs
@@ -746,6 +745,43 @@ fn bug(program_name: &str, mode: &str) -> (Out, Report) {
         aborted.context()
     );
     (cont, report)
+}
+
+/// `exitcode`: a process that reported a bug and would have exited 0 exits with it, whether it
+/// returns from main, calls exit or _exit, with its buffered output flushed; a status of its
+/// own is kept, a forked child that found nothing keeps its 0, and 0 (the default) changes
+/// nothing.
+#[test]
+fn exitcode_makes_a_found_bug_fail_the_run() {
+    let prog = program("bugs");
+    const WITH: &str = "sample_rate=1:max_overhead=0:skip_covered_thresh=100:exitcode=23";
+    let cases: [(&str, &'static str, i32); 6] = [
+        ("return0", WITH, 23),
+        ("_exit0", WITH, 23),
+        ("exit3", WITH, 3),
+        ("child_exit0", WITH, 23),
+        ("clean_return0", WITH, 0),
+        ("return0", RATE1, 0),
+    ];
+    let execs: Vec<Exec> = cases
+        .iter()
+        .map(|&(how, opts, _)| exec(&prog, &["exit_after_uaf", how]).under(Under::Options(opts)))
+        .collect();
+    for (out, (how, opts, want)) in run_all(&execs).iter().zip(cases) {
+        assert_eq!(
+            out.status.code(),
+            Some(want),
+            "{how} {opts}\n{}",
+            out.context()
+        );
+        out.assert_line("buffered line");
+        if how == "child_exit0" {
+            out.assert_line("child exited 0");
+        }
+        if how != "clean_return0" {
+            out.single_report();
+        }
+    }
 }
 
 fn libc_sigabrt() -> i32 {
@@ -1651,11 +1687,6 @@ fn real_program(e: impl Fn() -> Exec) {
     }
 }
 
-fn skip(what: &str) {
-    println!("note: {what} not installed, test skipped");
-    eprintln!("note: {what} not installed, test skipped");
-}
-
 const PYTHON_SCRIPT: &str = r#"
 import json, hashlib, collections, re
 d = {}
@@ -1672,9 +1703,7 @@ print(sorted(c.items())[:4], [k for k, _ in top])
 
 #[test]
 fn real_python3() {
-    let Some(python) = which("python3") else {
-        return skip("python3");
-    };
+    let python = require_command("python3", "python3");
     for pymalloc in ["malloc", "pymalloc"] {
         // PYTHONMALLOC=malloc sends every object through malloc, not just the large ones.
         real_program(|| exec(&python, &["-c", PYTHON_SCRIPT]).env("PYTHONMALLOC", pymalloc));
@@ -1699,9 +1728,7 @@ print scalar(keys %h), " $sum\n$t\n", join(" ", map { "$_:$cnt{$_}" } sort { $a 
 
 #[test]
 fn real_perl() {
-    let Some(perl) = which("perl") else {
-        return skip("perl");
-    };
+    let perl = require_command("perl", "perl");
     real_program(|| exec(&perl, &["-e", PERL_SCRIPT]));
 }
 
@@ -1720,17 +1747,13 @@ SELECT count(*), sum(length(name)), printf('%.2f', avg(v)) FROM t;
 
 #[test]
 fn real_sqlite3() {
-    let Some(sqlite) = which("sqlite3") else {
-        return skip("sqlite3");
-    };
+    let sqlite = require_command("sqlite3", "sqlite3");
     real_program(|| exec(&sqlite, &[":memory:"]).stdin(SQL.as_bytes()));
 }
 
 #[test]
 fn real_gcc_compiles() {
-    let Some(gcc) = which("gcc") else {
-        return skip("gcc");
-    };
+    let gcc = require_command("gcc", "gcc");
     // gcc runs cc1 as a child process, which inherits the preload. The assembly goes to
     // stdout, so a miscompilation under ufence shows as a difference.
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/clean.c");
@@ -1892,7 +1915,7 @@ fn rust_stack_overflow_message_survives_the_preload() {
 /// ufence's own).
 #[test]
 fn the_preload_needs_no_library_beyond_libc_and_the_unwinder() {
-    let out = Command::new("readelf")
+    let out = Command::new(require_command("readelf", "binutils"))
         .arg("-dW")
         .arg(library())
         .output()

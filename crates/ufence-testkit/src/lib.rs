@@ -107,3 +107,66 @@ fn installed(package: &str) -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
         .unwrap_or(false)
 }
+
+/// The unprivileged user the tests run programs as when they need a second user (a runtime
+/// directory squatted by someone else, a setuid program started by an ordinary user).
+pub const SECOND_USER: &str = "ufence-tester";
+
+/// The uid and gid of [`SECOND_USER`], created first (`useradd`, no home, no login shell) if
+/// it does not exist; serialised between test processes like [`require_command`]'s installs.
+/// Panics with one line when it cannot be had (tests not run as root).
+pub fn second_user() -> (u32, u32) {
+    let _guard = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    let lookup = || -> Option<(u32, u32)> {
+        let id = |flag: &str| -> Option<u32> {
+            let o = Command::new("id").args([flag, SECOND_USER]).output().ok()?;
+            String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+        };
+        Some((id("-u")?, id("-g")?))
+    };
+    if let Some(ids) = lookup() {
+        return ids;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("needs a second user `{SECOND_USER}`: run the tests as root, or create it with `useradd {SECOND_USER}`");
+    }
+    let lock = File::create(std::env::temp_dir().join("ufence-testkit-useradd.lock"))
+        .unwrap_or_else(|e| panic!("cannot create the useradd lock: {e}"));
+    // SAFETY: flock on a descriptor this function owns; released when `lock` is dropped.
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    if let Some(ids) = lookup() {
+        return ids;
+    }
+    let useradd = require_command("useradd", "passwd");
+    let out = Command::new(useradd)
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            SECOND_USER,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run useradd: {e}"));
+    // 9: the user exists (another test process made it meanwhile).
+    assert!(
+        out.status.success() || out.status.code() == Some(9),
+        "useradd {SECOND_USER} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    lookup().unwrap_or_else(|| panic!("useradd made no user {SECOND_USER}"))
+}
+
+/// A command that runs `program` as [`SECOND_USER`] (through `setpriv`: its uid, gid and no
+/// supplementary groups; the environment is the caller's to set).
+pub fn as_second_user(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let (uid, gid) = second_user();
+    let mut cmd = Command::new(require_command("setpriv", "util-linux"));
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg("--clear-groups")
+        .arg("--")
+        .arg(program);
+    cmd
+}

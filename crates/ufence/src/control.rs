@@ -116,7 +116,74 @@ pub fn layout(nslots: usize) -> (usize, usize) {
 
 /// Writes the runtime directory's path (see the module's doc) into `out`.
 pub fn runtime_dir(out: &mut dyn Write) {
-    if let Some(d) = sys::getenv(c"UFENCE_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+    runtime_dir_for(out, false)
+}
+
+/// The directory under `/dev/shm` of this user: `ufence-<uid>`, unless someone else holds that
+/// name (another user created it first, or a symbolic link stands there). Then it is the
+/// first by name of this user's private `ufence-<uid>.<random>` directories, which no one can
+/// take ahead of time as the name cannot be guessed; with `create`, one is made when there is
+/// none. The process and the command choose alike, so the command finds the process.
+fn shm_dir(out: &mut dyn Write, create: bool) {
+    let uid = sys::geteuid();
+    let mut primary = BufWriter::<64>::new();
+    let _ = write!(primary, "/dev/shm/ufence-{uid}\0");
+    let ours =
+        core::ffi::CStr::from_bytes_with_nul(primary.as_bytes()).is_ok_and(sys::dir_ours_or_absent);
+    if ours {
+        let _ = write!(out, "/dev/shm/ufence-{uid}");
+        return;
+    }
+    let mut prefix = BufWriter::<32>::new();
+    let _ = write!(prefix, "ufence-{uid}.");
+    let first = |best: &mut BufWriter<64>| {
+        best.clear();
+        sys::for_each_entry(c"/dev/shm", &mut |name| {
+            let Some(rest) = name.strip_prefix(prefix.as_bytes()) else {
+                return;
+            };
+            if rest.is_empty() || !rest.iter().all(u8::is_ascii_hexdigit) || name.len() > 48 {
+                return;
+            }
+            let mut path = BufWriter::<64>::new();
+            let _ = path.write_str("/dev/shm/");
+            let _ = path.write_str(core::str::from_utf8(name).unwrap_or(""));
+            let _ = path.write_str("\0");
+            let private = core::ffi::CStr::from_bytes_with_nul(path.as_bytes())
+                .is_ok_and(|p| sys::dir_ours_or_absent(p) && sys::path_exists(p));
+            if private && (best.is_empty() || name < best.as_bytes()) {
+                best.clear();
+                let _ = best.write_str(core::str::from_utf8(name).unwrap_or(""));
+            }
+        });
+    };
+    let mut best = BufWriter::<64>::new();
+    first(&mut best);
+    if best.is_empty() && create {
+        let mut path = BufWriter::<64>::new();
+        let _ = write!(path, "/dev/shm/ufence-{uid}.{:016x}\0", sys::random_u64());
+        if let Ok(p) = core::ffi::CStr::from_bytes_with_nul(path.as_bytes()) {
+            sys::mkdir_private(p);
+        }
+        // Another process of ours may have made one at the same time: the first by name wins.
+        first(&mut best);
+    }
+    if best.is_empty() {
+        // None yet: the squatted name, which both sides then refuse in words.
+        let _ = write!(out, "/dev/shm/ufence-{uid}");
+    } else {
+        let _ = out.write_str("/dev/shm/");
+        let _ = out.write_str(core::str::from_utf8(best.as_bytes()).unwrap_or(""));
+    }
+}
+
+/// As [`runtime_dir`]; with `create`, a fallback directory is made if the default name is
+/// taken (see [`shm_dir`]).
+fn runtime_dir_for(out: &mut dyn Write, create: bool) {
+    if sys::secure_execution() {
+        // A setuid or setgid program: where it creates files is not its caller's to choose.
+        shm_dir(out, create);
+    } else if let Some(d) = sys::getenv(c"UFENCE_RUNTIME_DIR").filter(|d| !d.is_empty()) {
         let _ = out.write_str(core::str::from_utf8(d).unwrap_or("/nonexistent"));
     } else if let Some(d) = sys::getenv(c"XDG_RUNTIME_DIR").filter(|d| d.starts_with(b"/")) {
         let _ = write!(
@@ -125,7 +192,7 @@ pub fn runtime_dir(out: &mut dyn Write) {
             core::str::from_utf8(d).unwrap_or("/nonexistent")
         );
     } else {
-        let _ = write!(out, "/dev/shm/ufence-{}", sys::geteuid());
+        shm_dir(out, create);
     }
 }
 
@@ -147,7 +214,7 @@ impl PathBuf {
             return PathBuf { buf };
         }
         let mut buf = BufWriter::new();
-        runtime_dir(&mut buf);
+        runtime_dir_for(&mut buf, true);
         let _ = buf.write_str("\0");
         PathBuf { buf }
     }
@@ -281,7 +348,10 @@ pub fn create(nslots: usize, o: &Options, preload: bool) -> Option<&'static Bloc
     // Named only now, complete and mapped: a reader never sees a half-written file.
     if let Some(fd) = fd {
         match link(fd, sys::getpid(), sys::file_id(fd)) {
-            Ok(()) => FILE.store(NAMED, Relaxed),
+            Ok(()) => {
+                FILE.store(NAMED, Relaxed);
+                sweep_stale();
+            }
             Err(why) => warn_unpublished(why),
         }
         sys::close(fd);
@@ -715,4 +785,78 @@ fn replace_block(
         unsafe { sys::unmap(fresh, len) };
     }
     moved
+}
+
+/// Stale files (of processes that are gone: crashed or killed) kept per runtime directory by a
+/// sweep, the newest by the time they were named. A crash loop must not fill `/dev/shm`; the
+/// last crashes are the ones worth a look.
+pub const KEEP_STALE: usize = 64;
+/// A start sweeps when the directory holds more control files than this: twice
+/// [`KEEP_STALE`], so that in a crash loop one start in [`KEEP_STALE`] pays for a sweep and
+/// the others only count names (measured: a sweep at every start cost 0.3 ms a start).
+pub const SWEEP_ABOVE: usize = 2 * KEEP_STALE;
+
+/// The pid a control file's name gives (`<pid>.ufence`).
+fn pid_of_name(name: &[u8]) -> Option<u32> {
+    let digits = name.strip_suffix(b".ufence")?;
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    core::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// At start, after naming this process's file: when the directory holds more than
+/// [`SWEEP_ABOVE`] control files, removes the stale ones beyond the newest [`KEEP_STALE`]. A
+/// file is stale here only when no process of its pid exists (one whose pid was reused is left
+/// to `ufence ps --gc`), so no live process's file is ever touched. Costs one `getdents` when
+/// the directory is small; no allocation (fixed buffers on the stack).
+fn sweep_stale() {
+    let dir = PathBuf::dir();
+    let Some(d) = dir.c_str() else { return };
+    let mut files = 0;
+    sys::for_each_entry(d, &mut |n| files += usize::from(pid_of_name(n).is_some()));
+    if files <= SWEEP_ABOVE {
+        return;
+    }
+    let Ok(dirfd) = sys::open_private_dir(d, false) else {
+        return;
+    };
+    let me = sys::getpid();
+    let stale_ctime = |name: &[u8]| -> Option<u64> {
+        let pid = pid_of_name(name)?;
+        if pid == me || sys::process_exists(pid) {
+            return None;
+        }
+        let mut c = [0u8; 24];
+        c[..name.len()].copy_from_slice(name);
+        let c = core::ffi::CStr::from_bytes_until_nul(&c).ok()?;
+        sys::own_file_ctime_at(dirfd, c)
+    };
+    // The newest KEEP_STALE times, newest first.
+    let mut newest = [0u64; KEEP_STALE];
+    let mut kept = 0;
+    sys::for_each_entry(d, &mut |name| {
+        let Some(t) = stale_ctime(name) else { return };
+        if kept == KEEP_STALE && t <= newest[KEEP_STALE - 1] {
+            return;
+        }
+        let at = newest[..kept].iter().position(|&x| t > x).unwrap_or(kept);
+        let end = kept.min(KEEP_STALE - 1);
+        newest.copy_within(at..end, at + 1);
+        newest[at] = t;
+        kept = (kept + 1).min(KEEP_STALE);
+    });
+    if kept == KEEP_STALE {
+        let oldest_kept = newest[KEEP_STALE - 1];
+        sys::for_each_entry(d, &mut |name| {
+            if stale_ctime(name).is_some_and(|t| t < oldest_kept) {
+                let mut c = [0u8; 24];
+                c[..name.len()].copy_from_slice(name);
+                if let Ok(c) = core::ffi::CStr::from_bytes_until_nul(&c) {
+                    sys::unlink_at(dirfd, c);
+                }
+            }
+        });
+    }
+    sys::close(dirfd);
 }

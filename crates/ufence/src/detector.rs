@@ -10,7 +10,9 @@ use crate::stats::Counters;
 use crate::{control, covered, fault, site_filter, sys};
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering::*};
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering::*,
+};
 
 const UNINIT: u8 = 0;
 const STARTING: u8 = 1;
@@ -158,7 +160,7 @@ fn start(defaults: &Options) -> bool {
     block.header.pool_base.store(pool.base as u64, Relaxed);
     sampler::move_knobs(&block.knobs);
     move_counters(&block.counters);
-    sys::at_exit(control::at_exit);
+    sys::at_exit(on_exit);
     // Resolve the loader's lookup now, not first inside a signal handler.
     let _ = sys::module_of(start as *const () as usize);
     // SAFETY: only the thread that won STARTING writes these, before publishing READY.
@@ -468,6 +470,32 @@ fn bad_free(pool: &Pool, kind: Kind, p: usize, obj: Option<usize>, entry_sp: usi
     );
 }
 
+/// The process that reported a bug (0: none). A pid, not a flag: a forked child inherits the
+/// parent's memory but not its bugs.
+static BUG_PID: AtomicU32 = AtomicU32::new(0);
+
+/// The status a process ending with `status` should end with: `exitcode` when this process
+/// reported a bug and would have exited 0, else `status` unchanged.
+pub fn exit_status(status: i32) -> i32 {
+    let code = options_in_force().map_or(0, |o| o.exitcode);
+    if status == 0 && code != 0 && BUG_PID.load(Relaxed) == sys::getpid() {
+        code as i32
+    } else {
+        status
+    }
+}
+
+/// At normal exit (registered at start, so it runs after the program's own handlers and, under
+/// the preload, after the libraries' destructors): removes the control file, and applies
+/// `exitcode` as the sanitizers do, by ending the process from here once stdio is flushed.
+extern "C" fn on_exit(status: i32, _: *mut core::ffi::c_void) {
+    control::at_exit();
+    let wanted = exit_status(status);
+    if wanted != status {
+        sys::flush_and_exit(wanted);
+    }
+}
+
 /// Reports an error once per object, counts it, and aborts when `on_error=abort`.
 pub fn report_error(pool: &Pool, e: &Error) {
     let first = match e.object {
@@ -479,6 +507,7 @@ pub fn report_error(pool: &Pool, e: &Error) {
         // stuck elsewhere while holding it must not hang this one forever.
         let locked = REPORT_LOCK.try_lock_for_ns(REPORT_WAIT_NS);
         Counters::bump(&counters().bugs);
+        BUG_PID.store(sys::getpid(), Relaxed);
         let top = REPORT_STACK.load(Relaxed);
         if locked && top != 0 {
             sys::run_on_stack(top, &mut || report::print(e, pool));

@@ -42,17 +42,48 @@ impl<const N: usize> fmt::Write for BufWriter<N> {
     }
 }
 
-/// Shows bytes as text, replacing anything that is not printable ASCII with `?`.
+/// Shows bytes the watched program controls (its command line, thread names, paths, symbol
+/// names, anything read back from a report) as one line of inert text: the one escaping every
+/// ufence output uses, the live report and each verb of the command alike.
+///
+/// Printable text, including non-ASCII UTF-8, is kept; a backslash is doubled, so that the
+/// escapes below are never ambiguous; C0 control bytes and DEL show as `\xNN` (`\x1b`, `\x0a`),
+/// bytes that are not UTF-8 as `\xNN` too; C1 controls and the bidirectional-override
+/// characters (which reorder what a terminal shows) as `\u{NNNN}`. A terminal shown the
+/// result cannot be sent an escape sequence, and a newline cannot start a line of its own.
+/// Writes as it goes, never allocating (the live report is printed from a signal handler).
 pub struct Escaped<'a>(pub &'a [u8]);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for &c in self.0 {
-            let c = if (0x20..0x7f).contains(&c) { c } else { b'?' };
-            fmt::Write::write_char(f, c as char)?;
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                match c {
+                    '\\' => f.write_str("\\\\")?,
+                    c if (c as u32) < 0x80 && c.is_control() => write!(f, "\\x{:02x}", c as u32)?,
+                    c if c.is_control() || is_bidi_control(c) => {
+                        write!(f, "\\u{{{:04x}}}", c as u32)?
+                    }
+                    c => fmt::Write::write_char(f, c)?,
+                }
+            }
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
         }
         Ok(())
     }
+}
+
+/// Characters that change the display order of the text around them (Unicode's bidirectional
+/// formatting characters: "Trojan Source").
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// [`Escaped`] as a `String`, for the command's verbs.
+pub fn escape(b: &[u8]) -> String {
+    Escaped(b).to_string()
 }
 
 /// A NUL-padded C string buffer (thread names) shown as text.
@@ -75,8 +106,16 @@ mod tests {
 
     #[test]
     fn escapes_control_bytes() {
-        let mut w = BufWriter::<16>::new();
-        write!(w, "{}", Escaped(b"a\nb\xff")).unwrap();
-        assert_eq!(w.as_bytes(), b"a?b?");
+        let mut w = BufWriter::<64>::new();
+        write!(w, "{}", Escaped(b"a\nb\xff\x1b[2J\\x7f\x7f")).unwrap();
+        assert_eq!(
+            core::str::from_utf8(w.as_bytes()).unwrap(),
+            "a\\x0ab\\xff\\x1b[2J\\\\x7f\\x7f"
+        );
+        assert_eq!(
+            escape("café \u{9b}31m \u{202e}gnp.exe".as_bytes()),
+            "café \\u{009b}31m \\u{202e}gnp.exe"
+        );
+        assert_eq!(escape(b"/usr/bin/plain --x=1"), "/usr/bin/plain --x=1");
     }
 }

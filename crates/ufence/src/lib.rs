@@ -36,7 +36,7 @@ mod stack;
 
 use core::alloc::{GlobalAlloc, Layout};
 
-pub use detector::{is_preload, mark_preload, options_in_force, owns};
+pub use detector::{exit_status, is_preload, mark_preload, options_in_force, owns};
 pub use options::{OnError, Options};
 pub use stats::Stats;
 

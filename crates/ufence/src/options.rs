@@ -138,6 +138,22 @@ impl SizeRange {
     pub fn contains(&self, size: usize) -> bool {
         self.min <= size && size <= self.max
     }
+    /// True when no size in the range can ever be sampled: objects larger than a page never
+    /// are (see README, "Limits").
+    pub fn beyond_page(&self) -> bool {
+        self.min > crate::sys::page_size()
+    }
+    /// The warning for a range that [`beyond_page`](Self::beyond_page), without the
+    /// `ufence: warning: ` prefix.
+    pub fn write_beyond_page(&self, out: &mut dyn Write) -> core::fmt::Result {
+        out.write_str("sample_sizes=")?;
+        self.write(out)?;
+        write!(
+            out,
+            " can never be sampled (objects over a page, {} bytes, never are): nothing will be sampled",
+            crate::sys::page_size()
+        )
+    }
 }
 
 impl OptionValue for SizeRange {
@@ -206,6 +222,8 @@ impl core::fmt::Display for OptionSpec {
 pub enum OptionError {
     UnknownKey,
     BadValue,
+    /// A quoted value without its closing quote, or with text glued after it.
+    BadQuote,
 }
 
 macro_rules! declare_options {
@@ -310,6 +328,8 @@ declare_options! {
     burst: u64 = 0, "0", range 0..=1_000, runtime true;
     /// Also write each report as one JSON file into this directory (schema: docs/report-schema.md); `ufence symbolize` reads them.
     report_dir: InlineText = InlineText::EMPTY, "(unset)", range 0..=0, runtime false;
+    /// Exit status of a process that reported a bug and would have exited 0 (the sanitizers' `exitcode`); 0 keeps the program's own status. For tests: `ufence run --sample_rate 1 --exitcode 23`.
+    exitcode: u64 = 0, "0", range 0..=255, runtime false;
 }
 
 impl Default for Options {
@@ -318,25 +338,118 @@ impl Default for Options {
     }
 }
 
+fn is_separator(c: u8) -> bool {
+    matches!(c, b':' | b',' | b' ' | b'\t' | b'\n' | b'\r')
+}
+
 /// Applies a whole option string (`key=value` pairs separated by `:`, `,` or white space), as
-/// sanitizers read theirs. Each bad pair is passed to `warn` and skipped; the rest still apply.
+/// sanitizers read theirs. A value may be quoted, `key='a b'` or `key="a:b"` (no escapes inside:
+/// the same quote ends it), so that it can hold separators; a quoted value never runs into the
+/// next pair. Each bad pair is passed to `warn` and skipped; the rest still apply. An
+/// unterminated quote takes the rest of the string with it (it is one bad pair), so that text
+/// meant as a value is never read as options.
 pub fn parse_into(opts: &mut Options, text: &[u8], warn: &mut dyn FnMut(&[u8], OptionError)) {
-    for pair in text.split(|c| matches!(c, b':' | b',' | b' ' | b'\t' | b'\n' | b'\r')) {
-        if pair.is_empty() {
+    let mut i = 0;
+    while i < text.len() {
+        if is_separator(text[i]) {
+            i += 1;
             continue;
         }
-        let (key, value) = match pair.iter().position(|&c| c == b'=') {
-            Some(i) => (&pair[..i], &pair[i + 1..]),
-            None => (pair, &b""[..]),
-        };
-        if let Err(e) = opts.set(key, value) {
-            warn(pair, e);
+        let start = i;
+        while i < text.len() && !is_separator(text[i]) && text[i] != b'=' {
+            i += 1;
         }
+        let key = &text[start..i];
+        if i >= text.len() || text[i] != b'=' {
+            // A key without a value.
+            warn(
+                key,
+                opts.set(key, b"").err().unwrap_or(OptionError::BadValue),
+            );
+            continue;
+        }
+        i += 1;
+        let value;
+        if i < text.len() && matches!(text[i], b'\'' | b'"') {
+            let quote = text[i];
+            let open = i + 1;
+            match text[open..].iter().position(|&c| c == quote) {
+                Some(n) => {
+                    value = &text[open..open + n];
+                    i = open + n + 1;
+                    if i < text.len() && !is_separator(text[i]) {
+                        // `key='a'b`: not one quoted value; skip to the next separator.
+                        while i < text.len() && !is_separator(text[i]) {
+                            i += 1;
+                        }
+                        warn(&text[start..i], OptionError::BadQuote);
+                        continue;
+                    }
+                }
+                None => {
+                    warn(&text[start..], OptionError::BadQuote);
+                    return;
+                }
+            }
+        } else {
+            let v = i;
+            while i < text.len() && !is_separator(text[i]) {
+                i += 1;
+            }
+            value = &text[v..i];
+        }
+        if let Err(e) = opts.set(key, value) {
+            warn(&text[start..i], e);
+        }
+    }
+}
+
+/// How `value` must be written in an option string to be read back as exactly `value`: as it
+/// is when it holds no separator or quote, else quoted with a quote character it does not hold.
+/// None when it cannot be (it holds both quote characters, or is empty).
+pub fn quote_value(value: &str) -> Option<String> {
+    let plain = !value.is_empty()
+        && !value
+            .bytes()
+            .any(|c| is_separator(c) || c == b'\'' || c == b'"');
+    if plain {
+        Some(value.to_string())
+    } else if value.is_empty() {
+        None
+    } else if !value.contains('\'') {
+        Some(format!("'{value}'"))
+    } else if !value.contains('"') {
+        Some(format!("\"{value}\""))
+    } else {
+        None
     }
 }
 
 /// Applies `UFENCE_OPTIONS` over `opts`, printing one warning line to stderr per bad pair.
 pub fn apply_env(opts: &mut Options) {
+    if crate::sys::secure_execution() {
+        // A setuid or setgid program: its environment is its unprivileged caller's, who must
+        // not choose where a privileged process writes files (report_dir) nor what it costs
+        // (sample_rate=1). As glibc and the sanitizers do, the program's own defaults only.
+        if crate::sys::getenv(c"UFENCE_OPTIONS").is_some() {
+            crate::sys::write_all(
+                2,
+                b"ufence: note: setuid/setgid program (secure execution): UFENCE_OPTIONS ignored\n",
+            );
+        }
+        return;
+    }
+    apply_env_text(opts);
+    if opts.sample_sizes.beyond_page() {
+        let mut line = BufWriter::<200>::new();
+        let _ = line.write_str("ufence: warning: ");
+        let _ = opts.sample_sizes.write_beyond_page(&mut line);
+        let _ = line.write_str("\n");
+        crate::sys::write_all(2, line.as_bytes());
+    }
+}
+
+fn apply_env_text(opts: &mut Options) {
     if let Some(text) = crate::sys::getenv(c"UFENCE_OPTIONS") {
         parse_into(opts, text, &mut |pair, err| {
             let mut line = BufWriter::<320>::new();
@@ -345,6 +458,11 @@ pub fn apply_env(opts: &mut Options) {
                 OptionError::UnknownKey => writeln!(
                     line,
                     "ufence: warning: unknown option in UFENCE_OPTIONS: '{}'; ignored",
+                    crate::fmt::Escaped(shown)
+                ),
+                OptionError::BadQuote => writeln!(
+                    line,
+                    "ufence: warning: unbalanced quote in UFENCE_OPTIONS: '{}'; ignored",
                     crate::fmt::Escaped(shown)
                 ),
                 OptionError::BadValue => {
@@ -425,6 +543,63 @@ mod tests {
         let (o, bad) = parse("sample_sizes=64-16:sample_sizes=x-1:sample_sizes=-");
         assert_eq!(bad, 3);
         assert_eq!(o.sample_sizes, SizeRange::ANY);
+    }
+
+    fn parse_with_warnings(text: &str) -> (Options, Vec<(String, OptionError)>) {
+        let mut o = Options::DEFAULT;
+        let mut bad = Vec::new();
+        parse_into(&mut o, text.as_bytes(), &mut |p, e| {
+            bad.push((String::from_utf8_lossy(p).into_owned(), e))
+        });
+        (o, bad)
+    }
+
+    #[test]
+    fn quoted_values_hold_separators_and_never_inject() {
+        let (o, bad) =
+            parse_with_warnings("report_dir='/tmp/my reports:a,b' skip=\"it's:x\",burst=2");
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(o.report_dir.as_bytes(), b"/tmp/my reports:a,b");
+        assert_eq!(o.skip.as_bytes(), b"it's:x");
+        assert_eq!(o.burst, 2);
+        // What looks like an option inside a quoted value stays in the value.
+        let (o, bad) = parse_with_warnings("skip='zzz:enabled=0'");
+        assert!(bad.is_empty(), "{bad:?}");
+        assert!(o.enabled);
+        assert_eq!(o.skip.as_bytes(), b"zzz:enabled=0");
+        // An unterminated quote swallows the rest: one warning, nothing after it applies.
+        let (o, bad) = parse_with_warnings("burst=1:skip='zzz:enabled=0");
+        assert_eq!(
+            bad,
+            vec![("skip='zzz:enabled=0".to_string(), OptionError::BadQuote)]
+        );
+        assert!(o.enabled);
+        assert_eq!(o.burst, 1);
+        // Text glued after a closing quote: that pair is bad, the next one applies.
+        let (o, bad) = parse_with_warnings("skip='a'b:burst=3");
+        assert_eq!(bad, vec![("skip='a'b".to_string(), OptionError::BadQuote)]);
+        assert!(o.skip.is_empty());
+        assert_eq!(o.burst, 3);
+    }
+
+    #[test]
+    fn quote_value_round_trips() {
+        for v in [
+            "/tmp/plain",
+            "/tmp/my reports",
+            "a:b,c d",
+            "it's",
+            "say \"hi\"",
+            "x=y",
+        ] {
+            let q = quote_value(v).unwrap();
+            let (o, bad) = parse_with_warnings(&format!("skip={q}:burst=4"));
+            assert!(bad.is_empty(), "{v}: {bad:?}");
+            assert_eq!(o.skip.as_bytes(), v.as_bytes(), "{q}");
+            assert_eq!(o.burst, 4);
+        }
+        assert_eq!(quote_value("both ' and \""), None);
+        assert_eq!(quote_value(""), None);
     }
 
     #[test]

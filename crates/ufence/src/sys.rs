@@ -625,7 +625,17 @@ pub fn open_private_dir(path: &core::ffi::CStr, create: bool) -> Result<i32, &'s
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         );
         if fd < 0 {
-            return Err("cannot open the directory (missing, or a symbolic link)");
+            let e = errno();
+            let mut st: libc::stat = core::mem::zeroed();
+            let is_link = libc::lstat(path.as_ptr(), &mut st) == 0
+                && st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+            return Err(match e {
+                _ if is_link => "it is a symbolic link, which ufence does not follow",
+                libc::ENOENT => "no such directory",
+                libc::ENOTDIR => "it is not a directory",
+                libc::EACCES => "permission denied",
+                _ => "cannot open the directory",
+            });
         }
         let mut st: libc::stat = core::mem::zeroed();
         let why = if libc::fstat(fd, &mut st) != 0 {
@@ -843,20 +853,38 @@ pub unsafe fn move_mapping(from: *mut u8, len: usize, to: *mut u8) -> bool {
     }
 }
 
-/// Runs `f` at normal process exit.
-pub fn at_exit(f: extern "C" fn()) {
-    // SAFETY: f is a plain function with the C ABI that lives forever.
-    unsafe { libc::atexit(f) };
+extern "C" {
+    /// glibc's `on_exit`: as `atexit`, and the handler is told the exit status.
+    fn on_exit(f: extern "C" fn(i32, *mut libc::c_void), arg: *mut libc::c_void) -> i32;
 }
 
-/// A new file for writing (O_EXCL, O_CLOEXEC, mode 0644); None when it cannot be created.
+/// Runs `f` at normal process exit, with the status passed to `exit` (or returned by `main`).
+pub fn at_exit(f: extern "C" fn(i32, *mut libc::c_void)) {
+    // SAFETY: f is a plain function with the C ABI that lives forever; its argument is unused.
+    unsafe { on_exit(f, ptr::null_mut()) };
+}
+
+/// Flushes every C stdio stream, then ends the process with `status` at once (no exit handlers
+/// run after this: used from the last of them).
+pub fn flush_and_exit(status: i32) -> ! {
+    // SAFETY: fflush(NULL) flushes all open output streams; exit_group does not return.
+    unsafe {
+        libc::fflush(ptr::null_mut());
+        loop {
+            libc::syscall(libc::SYS_exit_group, status);
+        }
+    }
+}
+
+/// A new file for writing (O_EXCL, O_CLOEXEC, mode 0600: a report holds the command line and
+/// host name, readable by its owner only whatever the umask); None when it cannot be created.
 pub fn create_new(path: &core::ffi::CStr) -> Option<i32> {
     // SAFETY: open with a NUL-terminated path; the descriptor is owned by the caller.
     let fd = unsafe {
         libc::open(
             path.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-            0o644 as libc::c_uint,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            0o600 as libc::c_uint,
         )
     };
     (fd >= 0).then_some(fd)
@@ -881,4 +909,97 @@ pub fn rename(from: &core::ffi::CStr, to: &core::ffi::CStr) -> bool {
 pub fn unlink(path: &core::ffi::CStr) {
     // SAFETY: a NUL-terminated path.
     unsafe { libc::unlink(path.as_ptr()) };
+}
+
+/// Whether `path` is a directory usable as this user's runtime directory, or absent: not a
+/// symbolic link, owned by the effective user, writable by no one else.
+pub fn dir_ours_or_absent(path: &core::ffi::CStr) -> bool {
+    // SAFETY: lstat with a NUL-terminated path and a zeroed out-struct.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        if libc::lstat(path.as_ptr(), &mut st) != 0 {
+            return errno() == libc::ENOENT;
+        }
+        st.st_mode & libc::S_IFMT == libc::S_IFDIR
+            && st.st_uid == geteuid()
+            && st.st_mode & 0o022 == 0
+    }
+}
+
+/// Calls `f` with the name of each entry of directory `path` (raw `getdents64` into a stack
+/// buffer: usable where nothing may allocate). False if the directory cannot be read.
+pub fn for_each_entry(path: &core::ffi::CStr, f: &mut dyn FnMut(&[u8])) -> bool {
+    // SAFETY: open/getdents64/close on a descriptor this function owns; entries are parsed
+    // within the byte count the kernel returned.
+    unsafe {
+        let fd = libc::open(
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return false;
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len());
+            if n <= 0 {
+                break;
+            }
+            let mut off = 0usize;
+            while off + 19 < n as usize {
+                // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name...
+                let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+                if reclen == 0 || off + reclen > n as usize {
+                    break;
+                }
+                let name = &buf[off + 19..off + reclen];
+                let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+                f(&name[..end]);
+                off += reclen;
+            }
+        }
+        libc::close(fd);
+        true
+    }
+}
+
+/// Creates directory `path` with mode 0700; true if it was created.
+pub fn mkdir_private(path: &core::ffi::CStr) -> bool {
+    // SAFETY: mkdir with a NUL-terminated path.
+    unsafe { libc::mkdir(path.as_ptr(), 0o700) == 0 }
+}
+
+/// Whether something (anything, a dangling symbolic link too) stands at `path`.
+pub fn path_exists(path: &core::ffi::CStr) -> bool {
+    // SAFETY: lstat with a NUL-terminated path and a zeroed out-struct.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        libc::lstat(path.as_ptr(), &mut st) == 0
+    }
+}
+
+/// Whether this process runs in secure-execution mode (`AT_SECURE`: setuid or setgid, or file
+/// capabilities), where the environment belongs to a less privileged caller.
+pub fn secure_execution() -> bool {
+    // SAFETY: getauxval has no preconditions; it returns 0 for an absent entry.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// Whether process `pid` exists (any user's).
+pub fn process_exists(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists and may be signalled.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 || errno() == libc::EPERM }
+}
+
+/// The status-change time (ns since the epoch) of `name` in directory `dir`, if it is a
+/// regular file of the effective user (not followed if a symbolic link).
+pub fn own_file_ctime_at(dir: i32, name: &core::ffi::CStr) -> Option<u64> {
+    // SAFETY: fstatat into a zeroed out-struct, with a NUL-terminated name.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        (libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) == 0
+            && st.st_mode & libc::S_IFMT == libc::S_IFREG
+            && st.st_uid == geteuid())
+        .then(|| st.st_ctime as u64 * 1_000_000_000 + st.st_ctime_nsec as u64)
+    }
 }

@@ -220,6 +220,10 @@ int main(int argc, char **argv) {
         }
         return serve_then_stop(c);
     }
+    if (strcmp(mode, "hostile") == 0) {
+        /* A thread name that would clear the operator's screen and break a table's line. */
+        prctl(PR_SET_NAME, "\x1b[2J\nEVIL\x07");
+    }
     serve(strcmp(mode, "crash") == 0, strcmp(mode, "hoard") == 0);
     return 0;
 }

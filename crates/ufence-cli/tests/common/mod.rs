@@ -30,3 +30,26 @@ pub fn lib() -> &'static Path {
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// Runs `cmd` with its stdout a pipe whose reader has already gone (as `| head -1` once head
+/// has its line), and checks it ends as Unix tools do: killed by SIGPIPE, nothing on stderr.
+pub fn assert_quiet_on_closed_pipe(cmd: &mut Command) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors, owned below.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    let out = cmd
+        .stdout(std::process::Stdio::from(write))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run ufence");
+    assert_eq!(
+        (out.status.code(), out.status.signal(), text(&out.stderr)),
+        (None, Some(libc::SIGPIPE), String::new()),
+        "{cmd:?}"
+    );
+}

@@ -286,6 +286,40 @@ int main(int argc, char **argv) {
             read_at(b, 100 + i);
         }
         free_again(a);
+    } else if (!strcmp(m, "exit_after_uaf")) {
+        /* A use-after-free, then an ending chosen by argv[2]; a line left in a fully buffered
+           stream must still come out when ufence changes the exit status. */
+        const char *how = argc > 2 ? argv[2] : "return0";
+        FILE *f = fdopen(dup(1), "w");
+        if (!f)
+            die("fdopen");
+        setvbuf(f, NULL, _IOFBF, 4096);
+        fputs("buffered line\n", f);
+        if (!strcmp(how, "clean_return0"))
+            return 0;
+        p = make_object(64);
+        printf("obj=%p\n", (void *)p);
+        free_object(p);
+        read_at(p, 5);
+        if (!strcmp(how, "_exit0")) {
+            fflush(f);
+            _exit(0);
+        }
+        if (!strcmp(how, "exit3"))
+            exit(3);
+        if (!strcmp(how, "child_exit0")) {
+            /* The child found no bug itself: its status is its own. */
+            pid_t child = fork();
+            if (child < 0)
+                die("fork");
+            if (child == 0)
+                _exit(0);
+            int st;
+            if (waitpid(child, &st, 0) != child || !WIFEXITED(st))
+                die("waitpid");
+            printf("child exited %d\n", WEXITSTATUS(st));
+        }
+        return 0;
     } else {
         die("unknown mode");
     }

@@ -118,14 +118,14 @@ pub fn build(variant: &str, flags: &[&str]) -> Built {
     std::fs::create_dir_all(&dir).unwrap();
     let src = sources();
     let helper = dir.join("libreports_helper.so");
-    sh(Command::new("gcc")
+    sh(Command::new(ufence_testkit::require_command("gcc", "gcc"))
         .args(["-g", "-fPIC", "-shared", "-Wl,--build-id"])
         .args(flags)
         .arg("-o")
         .arg(&helper)
         .arg(src.join("helper.c")));
     let prog = dir.join("reports");
-    sh(Command::new("gcc")
+    sh(Command::new(ufence_testkit::require_command("gcc", "gcc"))
         .args(["-g", "-fno-optimize-sibling-calls", "-Wl,--build-id"])
         .args(flags)
         .arg("-o")
