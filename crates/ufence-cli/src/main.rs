@@ -11,6 +11,7 @@ mod set;
 mod stats;
 mod symbolize;
 mod top;
+mod triage;
 
 use clap::{Arg, ArgAction, Command};
 use std::process::ExitCode;
@@ -151,6 +152,44 @@ fn cli() -> Command {
                 ),
         )
         .subcommand(
+            Command::new("triage")
+                .about("Group a fleet's JSON reports by bug: count, hosts, builds, first and last seen")
+                .arg(
+                    Arg::new("paths")
+                        .value_name("PATH")
+                        .num_args(1..)
+                        .required(true)
+                        .help("Report files, directories (searched recursively for *.json, *.ndjson, *.jsonl), or - for newline-delimited JSON on stdin"),
+                )
+                .arg(
+                    Arg::new("format")
+                        .long("format")
+                        .value_parser(["text", "json", "markdown"])
+                        .default_value("text"),
+                )
+                .arg(
+                    Arg::new("new-since")
+                        .long("new-since")
+                        .value_name("DATE")
+                        .help("Only bugs first seen at or after DATE (YYYY-MM-DD[THH:MM[:SS]], UTC), oldest first"),
+                )
+                .arg(
+                    Arg::new("debug-dir")
+                        .long("debug-dir")
+                        .value_name("DIR")
+                        .action(ArgAction::Append)
+                        .value_parser(clap::value_parser!(std::path::PathBuf))
+                        .help("Name frames the reports could not (stripped binaries) from binaries or debug files found by build-id, as symbolize does (repeatable)"),
+                )
+                .arg(
+                    Arg::new("verbose")
+                        .short('v')
+                        .long("verbose")
+                        .action(ArgAction::SetTrue)
+                        .help("List every skipped file with the reason"),
+                ),
+        )
+        .subcommand(
             Command::new(demo::WORKLOAD_VERB)
                 .hide(true)
                 .arg(Arg::new("bug").required(true)),
@@ -179,6 +218,7 @@ fn main() -> ExitCode {
                 .unwrap_or_default();
             symbolize::main(&files, &dirs)
         }
+        Some(("triage", m)) => triage::main(m),
         Some((demo::WORKLOAD_VERB, m)) => demo::workload(m.get_one::<String>("bug").unwrap()),
         _ => unreachable!("clap requires a subcommand"),
     };
