@@ -6,7 +6,7 @@ mod objects;
 mod preload;
 mod ps;
 mod run;
-mod runtime;
+use ufence_fleet::runtime;
 mod set;
 mod stats;
 mod symbolize;

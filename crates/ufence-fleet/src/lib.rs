@@ -3,6 +3,8 @@
 //! its Prometheus metrics live in [`runtime`] and [`metrics`].
 
 pub mod escape;
+pub mod metrics;
 pub mod report;
+pub mod runtime;
 pub mod time;
 pub mod triage;
