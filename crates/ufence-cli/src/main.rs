@@ -2,6 +2,7 @@
 //! watch and steer every process under ufence through its control block.
 
 mod demo;
+mod exporter;
 mod objects;
 mod preload;
 mod ps;
@@ -152,6 +153,47 @@ fn cli() -> Command {
                 ),
         )
         .subcommand(
+            Command::new("exporter")
+                .about("Serve every process under ufence (live and stale) as Prometheus metrics over HTTP")
+                .arg(
+                    Arg::new("listen")
+                        .long("listen")
+                        .value_name("ADDR:PORT")
+                        .default_value(exporter::DEFAULT_LISTEN)
+                        .help("Address to serve /metrics on (loopback unless told otherwise)"),
+                )
+                .arg(
+                    Arg::new("runtime-dir")
+                        .long("runtime-dir")
+                        .value_name("DIR")
+                        .action(ArgAction::Append)
+                        .value_parser(clap::value_parser!(std::path::PathBuf))
+                        .help("Control-file directory to scan (repeatable) [default: yours; as root, every user's]"),
+                )
+                .arg(
+                    Arg::new("report-dir")
+                        .long("report-dir")
+                        .value_name("DIR")
+                        .action(ArgAction::Append)
+                        .value_parser(clap::value_parser!(std::path::PathBuf))
+                        .help("Count the JSON reports under DIR by kind (repeatable)"),
+                )
+                .arg(
+                    Arg::new("starve-after")
+                        .long("starve-after")
+                        .value_name("SECS")
+                        .value_parser(clap::value_parser!(u64).range(1..))
+                        .default_value("600")
+                        .help("A full pool that sampled nothing for this long is starving"),
+                )
+                .arg(
+                    Arg::new("once")
+                        .long("once")
+                        .action(ArgAction::SetTrue)
+                        .help("Print one scrape to stdout and exit (no server)"),
+                ),
+        )
+        .subcommand(
             Command::new("triage")
                 .about("Group a fleet's JSON reports by bug: count, hosts, builds, first and last seen")
                 .arg(
@@ -219,6 +261,7 @@ fn main() -> ExitCode {
             symbolize::main(&files, &dirs)
         }
         Some(("triage", m)) => triage::main(m),
+        Some(("exporter", m)) => exporter::main(m),
         Some((demo::WORKLOAD_VERB, m)) => demo::workload(m.get_one::<String>("bug").unwrap()),
         _ => unreachable!("clap requires a subcommand"),
     };

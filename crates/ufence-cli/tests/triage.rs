@@ -4,32 +4,15 @@
 //! newline-delimited JSON on stdin, `--new-since` and the three formats.
 
 mod common;
+mod fleet;
 use common::{lib, text};
+use fleet::{build, sh};
 
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-
-fn sh(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}", text(&out.stderr));
-}
-
-/// Builds `tests/c/fleet.c` into `dir/app` with extra compiler flags.
-fn build(dir: &Path, flags: &[&str]) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let prog = dir.join("app");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/fleet.c");
-    sh(Command::new("gcc")
-        .args(["-g", "-O1", "-fno-optimize-sibling-calls", "-Wl,--build-id"])
-        .args(flags)
-        .arg("-o")
-        .arg(&prog)
-        .arg(src));
-    prog
-}
 
 /// Runs `prog BUG` under the preload, sampling everything, writing its report into `dir`;
 /// returns the report's path.

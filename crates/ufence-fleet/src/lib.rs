@@ -3,6 +3,7 @@
 //! its Prometheus metrics live in [`runtime`] and [`metrics`].
 
 pub mod escape;
+pub mod exporter;
 pub mod metrics;
 pub mod report;
 pub mod runtime;

@@ -1,7 +1,8 @@
 /* A program with planted bugs for the fleet tests (triage, exporter):
- *   fleet uaf|oob|dfree [stay]
- * commits the bug once (the bad access through a volatile pointer), prints "bug done", and
- * with "stay" keeps running until SIGTERM (so that its control block stays live). Built twice
+ *   fleet uaf|oob|dfree|leak [stay]
+ * commits the bug once (the bad access through a volatile pointer; leak: none), prints
+ * "ready PID", and with "stay" keeps running until SIGTERM (so that its control block stays
+ * live), allocating and freeing; with leak it never frees (a pool that fills up). Built twice
  * by the triage test, with and without -DV2: the builds differ only in `unrelated`, which sits
  * before the buggy functions so that every offset after it moves. */
 #include <signal.h>
@@ -68,15 +69,17 @@ int main(int argc, char **argv) {
     } else if (!strcmp(bug, "dfree")) {
         drop_object(p);
         drop_object(p);
-    } else {
-        fprintf(stderr, "usage: fleet uaf|oob|dfree [stay]\n");
+    } else if (strcmp(bug, "leak") != 0) {
+        fprintf(stderr, "usage: fleet uaf|oob|dfree|leak [stay]\n");
         return 2;
     }
-    printf("bug done %d\n", sink & 1);
+    printf("ready %d %d\n", (int)getpid(), sink & 1);
     fflush(stdout);
     if (argc > 2 && !strcmp(argv[2], "stay")) {
+        int leak = !strcmp(bug, "leak");
         while (!stop) {
-            free(make_object(32));
+            char *q = make_object(32);
+            if (!leak) free(q);
             usleep(2000);
         }
     }
