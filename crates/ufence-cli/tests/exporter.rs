@@ -424,3 +424,75 @@ fn a_fleet_scraped_by_prometheus_agrees_with_triage_and_the_bugs_planted() {
     drop(exporters);
     drop(running);
 }
+
+#[test]
+fn the_documented_scrape_config_and_alert_rules_are_valid_and_fire() {
+    let promtool = require_command("promtool", "prometheus");
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    let docs = docs.canonicalize().unwrap();
+    let check = |args: &[&str]| {
+        let out = Command::new(&promtool).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    };
+    check(&[
+        "check",
+        "config",
+        docs.join("prometheus.yml").to_str().unwrap(),
+    ]);
+    // The alerts, fed with series shaped as the exporter writes them.
+    let dir = tmp("promtool");
+    std::fs::create_dir_all(&dir).unwrap();
+    let labels = r#"instance: "h1:9477", job: ufence"#;
+    let proc_labels =
+        r#"instance: "h1:9477", job: ufence, pid: "42", exe: app, uid: "0", state: live"#;
+    let tests = format!(
+        r#"rule_files: ["{rules}"]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'ufence_starving{{instance="h1:9477",job="ufence",pid="42",exe="app",uid="0",state="live"}}'
+        values: '0 1x30'
+      - series: 'ufence_host_bugs_total{{instance="h1:9477",job="ufence"}}'
+        values: '0 0 0 1x30'
+      - series: 'ufence_exporter_control_file_errors{{instance="h1:9477",job="ufence"}}'
+        values: '0x40'
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: UfencePoolStarving
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: UfencePoolStarving
+        exp_alerts:
+          - exp_labels: {{severity: warning, {proc_labels}}}
+            exp_annotations:
+              summary: "ufence pool full and not sampling: app (pid 42) on h1:9477"
+              description: "Restart it with adaptive=1 (the interval follows pool use) or a lower skip_covered_thresh, or raise num_objects."
+      - eval_time: 2m
+        alertname: UfenceBugReported
+        exp_alerts: []
+      - eval_time: 5m
+        alertname: UfenceBugReported
+        exp_alerts:
+          - exp_labels: {{severity: warning, {labels}}}
+            exp_annotations:
+              summary: "ufence reported a memory-safety bug on h1:9477"
+              description: "Collect the JSON reports of report_dir and run `ufence triage` on them."
+      - eval_time: 25m
+        alertname: UfenceBugReported
+        exp_alerts: []
+      - eval_time: 40m
+        alertname: UfenceUnreadableControlFiles
+        exp_alerts: []
+"#,
+        rules = docs.join("ufence-alerts.yml").display()
+    );
+    let file = dir.join("alerts.test.yml");
+    std::fs::write(&file, tests).unwrap();
+    check(&["test", "rules", file.to_str().unwrap()]);
+}
