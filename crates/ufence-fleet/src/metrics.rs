@@ -23,10 +23,10 @@ pub fn process_labels(s: &Snapshot, fleet: bool) -> String {
     let base = exe.rsplit('/').next().unwrap_or("");
     let mut l = format!("pid=\"{}\",exe=\"{}\"", s.pid(), label_value(base));
     if fleet {
-        let state = match s.liveness {
-            Liveness::Live => "live",
-            Liveness::Exited => "exited",
-            _ => "stale",
+        let state = if s.liveness == Liveness::Live {
+            "live"
+        } else {
+            "stale"
         };
         let _ = write!(l, ",uid=\"{}\",state=\"{state}\"", s.header().uid);
     }

@@ -510,3 +510,138 @@ pub fn markdown(t: &Triage, groups: &[&Group]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal report of schema 1: `frames` are (module, build-id, offset, function).
+    fn report(
+        kind: &str,
+        title: &str,
+        frames: &[(&str, &str, u64, Option<&str>)],
+        host: &str,
+        secs: u64,
+    ) -> Vec<u8> {
+        let stack: Vec<serde_json::Value> = frames
+            .iter()
+            .map(|(m, b, o, f)| {
+                json!({"pc": "0x1", "module": m, "build_id": b, "offset": format!("{o:#x}"),
+                       "symbol": f, "function": f, "function_offset": null, "file": null, "line": null})
+            })
+            .collect();
+        json!({
+            "schema": "ufence-report", "version": 1, "kind": kind, "title": title,
+            "function": frames.iter().find_map(|f| f.3), "signature": "0123456789abcdef",
+            "access": {"address": "0x10", "type": "read", "description": "x", "damaged_address": null, "stack": stack},
+            "object": null, "thread": {"tid": 1, "name": "t"},
+            "time": {"unix_ns": secs * 1_000_000_000, "since_start_ns": 5},
+            "process": {"pid": 7, "executable": "/bin/app", "cmdline": ["app"], "hostname": host},
+            "options": {}, "stats": {}
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    struct Names;
+    impl Resolve for Names {
+        fn function(&mut self, _: &str, build_id: Option<&str>, offset: u64) -> Option<String> {
+            (build_id == Some("bbbb") && offset == 0x40).then(|| "resolved_fn".to_string())
+        }
+    }
+
+    #[test]
+    fn groups_by_names_not_offsets_and_counts_hosts_builds_and_times() {
+        let mut t = Triage::new(None);
+        let a = [
+            ("/bin/app", "aaaa", 0x10, Some("bad")),
+            ("/bin/app", "aaaa", 0x90, Some("main")),
+        ];
+        let b = [
+            ("/bin/app", "bbbb", 0x20, Some("bad")),
+            ("/bin/app", "bbbb", 0x99, Some("main")),
+        ];
+        t.add_bytes(
+            &report("use-after-free", "use-after-free read", &a, "h1", 200),
+            "r1",
+        );
+        t.add_bytes(
+            &report("use-after-free", "use-after-free read", &b, "h2", 100),
+            "r2",
+        );
+        t.add_bytes(
+            &report("use-after-free", "use-after-free write", &b, "h2", 300),
+            "r3",
+        );
+        t.add_bytes(b"{\"schema\": \"ufence-report\", \"version\": 1", "r4");
+        assert_eq!((t.reports, t.skipped), (3, 1));
+        let gs = t.groups(None);
+        assert_eq!(gs.len(), 2, "a read and a write are two bugs");
+        let g = gs[0];
+        assert_eq!((g.count, g.hosts.len(), g.by_offset), (2, 2, false));
+        assert_eq!(g.frames, ["bad", "main"]);
+        assert_eq!(
+            g.builds.iter().collect::<Vec<_>>(),
+            [(&"aaaa".into(), &1), (&"bbbb".into(), &1)]
+        );
+        assert_eq!((g.first_ns, g.last_ns), (100_000_000_000, 200_000_000_000));
+        assert_eq!(g.example, "r2", "the first seen");
+        let new = t.groups(Some(250_000_000_000));
+        assert_eq!(new.len(), 1);
+        assert_eq!(new[0].title, "use-after-free write");
+    }
+
+    #[test]
+    fn unnamed_frames_group_by_build_id_and_offset_unless_resolved() {
+        let f = [
+            ("/bin/app", "bbbb", 0x40, None),
+            ("/bin/app", "bbbb", 0x99, Some("main")),
+        ];
+        let mut t = Triage::new(None);
+        t.add_bytes(
+            &report("out-of-bounds", "out-of-bounds read", &f, "h", 1),
+            "r",
+        );
+        let g = t.groups(None)[0];
+        assert!(g.by_offset);
+        assert_eq!(g.frames, ["bbbb+0x40", "main"]);
+        assert_eq!(g.function, "main", "the first named frame");
+
+        let mut names = Names;
+        let mut t = Triage::new(Some(&mut names));
+        t.add_bytes(
+            &report("out-of-bounds", "out-of-bounds read", &f, "h", 1),
+            "r",
+        );
+        let g = t.groups(None)[0];
+        assert!(!g.by_offset);
+        assert_eq!(g.frames, ["resolved_fn", "main"]);
+    }
+
+    #[test]
+    fn foreign_truncated_and_future_reports_say_why() {
+        let ok = report(
+            "double-free",
+            "double free",
+            &[("/a", "cc", 1, Some("f"))],
+            "h",
+            1,
+        );
+        assert!(Report::parse(&ok).is_ok());
+        let why = |b: &[u8]| Report::parse(b).unwrap_err();
+        assert!(why(br#"{"msg": "hello"}"#).starts_with("not a ufence report"));
+        assert!(why(&ok[..ok.len() / 2]).starts_with("truncated JSON"));
+        assert!(why(b"\xff\xfe").starts_with("invalid JSON"));
+        let future = String::from_utf8(ok.clone())
+            .unwrap()
+            .replace("\"version\":1", "\"version\":2");
+        assert_eq!(
+            why(future.as_bytes()),
+            "report schema version 2 is not supported (1 is)"
+        );
+        let no_stack = String::from_utf8(ok)
+            .unwrap()
+            .replace("\"stack\"", "\"stacks\"");
+        assert!(why(no_stack.as_bytes()).starts_with("malformed ufence report"));
+    }
+}
