@@ -173,6 +173,33 @@ fn a_crashed_processs_bugs_stay_in_the_totals_and_an_exited_ones_too() {
         1.0
     );
 
+    // A log shipper moves the reports away: they stay counted.
+    let shipped = tmp("stale-shipped");
+    let _ = std::fs::remove_dir_all(&shipped);
+    std::fs::rename(&reports, &shipped).unwrap();
+    std::fs::create_dir_all(&reports).unwrap();
+    let m = scrape(&addr);
+    let kind = |m: &str, k: &str| value(m, &format!("ufence_reports_total{{kind=\"{k}\"}}"));
+    assert_eq!(kind(&m, "out-of-bounds"), 1.0, "{m}");
+    assert_eq!(kind(&m, "use-after-free"), 1.0, "{m}");
+    // A new one in a subdirectory is counted once, however many scrapes see it.
+    let day = reports.join("2026-12-01");
+    std::fs::create_dir_all(&day).unwrap();
+    let one = std::fs::read_dir(&shipped)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    std::fs::copy(one.path(), day.join("ufence-1-2-3.json")).unwrap();
+    scrape(&addr);
+    let m = scrape(&addr);
+    assert_eq!(
+        kind(&m, "out-of-bounds") + kind(&m, "use-after-free"),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(value(&m, "ufence_exporter_report_file_errors_total"), 0.0);
+
     assert_eq!(http_get(&addr, "/other").unwrap().0, 404);
 }
 

@@ -41,6 +41,9 @@ struct Track {
 #[derive(Default)]
 struct Reports {
     seen: HashSet<PathBuf>,
+    /// The files met by the walk in progress: `seen` keeps only those, so that it does not
+    /// grow with files a shipper has moved away (their counts stay).
+    walked: HashSet<PathBuf>,
     by_kind: BTreeMap<String, u64>,
     bad: u64,
 }
@@ -326,9 +329,13 @@ impl Exporter {
 
     /// Reads the report files not seen before.
     fn read_reports(&mut self) {
+        self.reports.walked.clear();
         for dir in self.report_dirs.clone() {
             self.walk_reports(&dir, 0);
         }
+        let walked = std::mem::take(&mut self.reports.walked);
+        self.reports.seen.retain(|p| walked.contains(p));
+        self.reports.walked = walked;
     }
 
     fn walk_reports(&mut self, dir: &Path, depth: usize) {
@@ -349,6 +356,7 @@ impl Exporter {
             if !ty.is_file() || name.starts_with('.') || !name.ends_with(".json") {
                 continue;
             }
+            self.reports.walked.insert(path.clone());
             if self.reports.seen.contains(&path) {
                 continue;
             }
