@@ -523,3 +523,62 @@ tests:
     std::fs::write(&file, tests).unwrap();
     check(&["test", "rules", file.to_str().unwrap()]);
 }
+
+/// Removes a directory when dropped.
+struct Cleanup(PathBuf);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A copy of a real control file, claiming pid `pid` and user `uid`, owned by `owner`.
+fn forge(real: &[u8], dir: &Path, pid: u32, uid: u32, owner: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut block = real.to_vec();
+    block[24..28].copy_from_slice(&pid.to_le_bytes());
+    block[28..32].copy_from_slice(&uid.to_le_bytes());
+    let f = dir.join(format!("{pid}.ufence"));
+    std::fs::write(&f, block).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&f, Some(owner), None).unwrap();
+}
+
+#[test]
+fn by_default_it_reads_its_own_directory_and_as_root_every_users() {
+    let rt = private_dir(&tmp("default-rt"));
+    let reports = tmp("default-reports");
+    let p = stay("uaf", "", &rt, &reports);
+    let real = std::fs::read(rt.join(format!("{}.ufence", p.pid))).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut _cleanup = Vec::new();
+    if root {
+        // Another user's default directory, with one of their files and one that is not theirs.
+        let theirs = PathBuf::from(format!("/dev/shm/ufence-test-{}", std::process::id()));
+        _cleanup.push(Cleanup(theirs.clone()));
+        private_dir(&theirs);
+        std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).unwrap();
+        forge(&real, &theirs, 3_999_001, 4242, 4242);
+        forge(&real, &theirs, 3_999_002, 4242, 0);
+    } else {
+        eprintln!("note: not root: only the own-directory half of this test runs");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ufence"))
+        .args(["exporter", "--once"])
+        .env("UFENCE_RUNTIME_DIR", &rt)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let m = text(&out.stdout);
+    let mine = format!("ufence_bugs_total{{pid=\"{}\",exe=\"app\",", p.pid);
+    assert_eq!(value(&m, &mine), 1.0, "{m}");
+    if root {
+        let series = "ufence_bugs_total{pid=\"3999001\",exe=\"app\",uid=\"4242\",state=\"stale\"}";
+        assert_eq!(value(&m, series), 1.0, "{m}");
+        assert!(
+            !m.contains("pid=\"3999002\""),
+            "a file that is not the directory owner's is refused: {m}"
+        );
+    }
+}
