@@ -18,6 +18,16 @@ OUT=bench/out/fleet
 K=${K:-5} N_PROCS=${N_PROCS:-1000} N_REPORTS=${N_REPORTS:-200000}
 [ "${1:-}" = --quick ] && K=1 N_PROCS=50 N_REPORTS=2000
 unset UFENCE_OPTIONS LD_PRELOAD
+# Peak RSS from GNU time (a child of a Python or shell fork would count its parent's pages).
+if [ ! -x /usr/bin/time ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq time >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+    else
+        echo "bench/fleet.sh needs /usr/bin/time: apt-get install time" >&2
+        exit 1
+    fi
+fi
 cargo build --release >&2
 UF=$PWD/target/release/ufence
 LIB=$PWD/target/release/libufence.so
