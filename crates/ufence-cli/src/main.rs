@@ -2,15 +2,17 @@
 //! watch and steer every process under ufence through its control block.
 
 mod demo;
+mod exporter;
 mod objects;
 mod preload;
 mod ps;
 mod run;
-mod runtime;
+use ufence_fleet::runtime;
 mod set;
 mod stats;
 mod symbolize;
 mod top;
+mod triage;
 
 use clap::{Arg, ArgAction, Command};
 use std::process::ExitCode;
@@ -155,6 +157,85 @@ fn cli() -> Command {
                 ),
         )
         .subcommand(
+            Command::new("exporter")
+                .about("Serve every process under ufence (live and stale) as Prometheus metrics over HTTP")
+                .arg(
+                    Arg::new("listen")
+                        .long("listen")
+                        .value_name("ADDR:PORT")
+                        .default_value(exporter::DEFAULT_LISTEN)
+                        .help("Address to serve /metrics on (loopback unless told otherwise)"),
+                )
+                .arg(
+                    Arg::new("runtime-dir")
+                        .long("runtime-dir")
+                        .value_name("DIR")
+                        .action(ArgAction::Append)
+                        .value_parser(clap::value_parser!(std::path::PathBuf))
+                        .help("Control-file directory to scan (repeatable) [default: yours; as root, every user's]"),
+                )
+                .arg(
+                    Arg::new("report-dir")
+                        .long("report-dir")
+                        .value_name("DIR")
+                        .action(ArgAction::Append)
+                        .value_parser(clap::value_parser!(std::path::PathBuf))
+                        .help("Count the JSON reports under DIR by kind (repeatable)"),
+                )
+                .arg(
+                    Arg::new("starve-after")
+                        .long("starve-after")
+                        .value_name("SECS")
+                        .value_parser(clap::value_parser!(u64).range(1..))
+                        .default_value("600")
+                        .help("A full pool that sampled nothing for this long is starving"),
+                )
+                .arg(
+                    Arg::new("once")
+                        .long("once")
+                        .action(ArgAction::SetTrue)
+                        .help("Print one scrape to stdout and exit (no server)"),
+                ),
+        )
+        .subcommand(
+            Command::new("triage")
+                .about("Group a fleet's JSON reports by bug: count, hosts, builds, first and last seen")
+                .arg(
+                    Arg::new("paths")
+                        .value_name("PATH")
+                        .num_args(1..)
+                        .required(true)
+                        .help("Report files, directories (searched recursively for *.json, *.ndjson, *.jsonl), or - for newline-delimited JSON on stdin"),
+                )
+                .arg(
+                    Arg::new("format")
+                        .long("format")
+                        .value_parser(["text", "json", "markdown"])
+                        .default_value("text"),
+                )
+                .arg(
+                    Arg::new("new-since")
+                        .long("new-since")
+                        .value_name("DATE")
+                        .help("Only bugs first seen at or after DATE (YYYY-MM-DD[THH:MM[:SS]], UTC), oldest first"),
+                )
+                .arg(
+                    Arg::new("debug-dir")
+                        .long("debug-dir")
+                        .value_name("DIR")
+                        .action(ArgAction::Append)
+                        .value_parser(clap::value_parser!(std::path::PathBuf))
+                        .help("Name frames the reports could not (stripped binaries) from binaries or debug files found by build-id, as symbolize does (repeatable)"),
+                )
+                .arg(
+                    Arg::new("verbose")
+                        .short('v')
+                        .long("verbose")
+                        .action(ArgAction::SetTrue)
+                        .help("List every skipped file with the reason"),
+                ),
+        )
+        .subcommand(
             Command::new(demo::WORKLOAD_VERB)
                 .hide(true)
                 .arg(Arg::new("bug").required(true)),
@@ -191,6 +272,8 @@ fn main() -> ExitCode {
                 .unwrap_or_default();
             symbolize::main(&files, &dirs)
         }
+        Some(("triage", m)) => triage::main(m),
+        Some(("exporter", m)) => exporter::main(m),
         Some((demo::WORKLOAD_VERB, m)) => demo::workload(m.get_one::<String>("bug").unwrap()),
         _ => unreachable!("clap requires a subcommand"),
     };

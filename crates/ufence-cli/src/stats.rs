@@ -6,6 +6,7 @@ use clap::ArgMatches;
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
 use ufence_core::options::SPECS;
+use ufence_fleet::metrics;
 
 pub fn main(m: &ArgMatches) -> Result<u8, String> {
     let format = m
@@ -47,7 +48,13 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
             };
             serde_json::to_string_pretty(&v).map_err(|e| e.to_string())? + "\n"
         }
-        "prometheus" => prometheus(&snaps),
+        "prometheus" => {
+            let labelled: Vec<_> = snaps
+                .iter()
+                .map(|s| (s, metrics::process_labels(s, false)))
+                .collect();
+            metrics::processes(&labelled)
+        }
         other => {
             return Err(format!(
                 "unknown format '{other}' (kfence, json, prometheus)"
@@ -112,108 +119,4 @@ pub fn to_json(s: &Snapshot) -> Value {
         "options_at_start": s.options_text(),
         "control_file": s.path.display().to_string(),
     })
-}
-
-/// One Prometheus metric family per counter, every process a sample labelled with its pid and
-/// executable (families must not be split across the output).
-pub fn prometheus(snaps: &[Snapshot]) -> String {
-    struct Family {
-        name: &'static str,
-        kind: &'static str,
-        help: &'static str,
-        /// The KFENCE field and, for the skipped counters, the `reason` label.
-        fields: &'static [(&'static str, Option<&'static str>)],
-    }
-    const FAMILIES: &[Family] = &[
-        Family {
-            name: "ufence_enabled",
-            kind: "gauge",
-            help: "1 while sampling is on",
-            fields: &[("enabled", None)],
-        },
-        Family {
-            name: "ufence_currently_allocated",
-            kind: "gauge",
-            help: "Objects in the guarded pool now",
-            fields: &[("currently allocated", None)],
-        },
-        Family {
-            name: "ufence_allocations_total",
-            kind: "counter",
-            help: "Sampled allocations placed in the guarded pool",
-            fields: &[("total allocations", None)],
-        },
-        Family {
-            name: "ufence_frees_total",
-            kind: "counter",
-            help: "Frees of guarded objects",
-            fields: &[("total frees", None)],
-        },
-        Family {
-            name: "ufence_bugs_total",
-            kind: "counter",
-            help: "Memory-safety errors reported",
-            fields: &[("total bugs", None)],
-        },
-        Family {
-            name: "ufence_skipped_allocations_total",
-            kind: "counter",
-            help: "Samples given up, by reason",
-            fields: &[
-                ("skipped allocations (incompatible)", Some("incompatible")),
-                ("skipped allocations (capacity)", Some("capacity")),
-                ("skipped allocations (covered)", Some("covered")),
-                ("skipped allocations (budget)", Some("budget")),
-                ("skipped allocations (filtered)", Some("filtered")),
-            ],
-        },
-        Family {
-            name: "ufence_sample_interval_milliseconds",
-            kind: "gauge",
-            help: "Time-based sample interval in force (0: off)",
-            fields: &[("sample interval (ms)", None)],
-        },
-    ];
-    let mut out = String::new();
-    let label = |s: &Snapshot| {
-        let exe = s.exe();
-        let base = exe.rsplit('/').next().unwrap_or("").to_string();
-        format!("pid=\"{}\",exe=\"{}\"", s.pid(), escape(&base))
-    };
-    for f in FAMILIES {
-        let _ = writeln!(
-            out,
-            "# HELP {} {}\n# TYPE {} {}",
-            f.name, f.help, f.name, f.kind
-        );
-        for s in snaps {
-            let stats = s.stats();
-            let values = stats.fields();
-            for (field, reason) in f.fields {
-                let v = values.iter().find(|(n, _)| n == field).map_or(0, |p| p.1);
-                let extra = reason.map_or(String::new(), |r| format!(",reason=\"{r}\""));
-                let _ = writeln!(out, "{}{{{}{extra}}} {v}", f.name, label(s));
-            }
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ufence_pool_slots Slots in the guarded pool\n# TYPE ufence_pool_slots gauge"
-    );
-    for s in snaps {
-        let _ = writeln!(
-            out,
-            "ufence_pool_slots{{{}}} {}",
-            label(s),
-            s.header().nslots
-        );
-    }
-    out
-}
-
-/// Escapes a Prometheus label value.
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

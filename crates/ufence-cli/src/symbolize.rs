@@ -127,7 +127,7 @@ struct Line {
     inlined: bool,
 }
 
-struct Offline {
+pub struct Offline {
     debug_dirs: Vec<PathBuf>,
     /// build-id -> files found with it, from scanning the debug directories once.
     index: Option<HashMap<String, PathBuf>>,
@@ -137,7 +137,7 @@ struct Offline {
 }
 
 impl Offline {
-    fn new(dirs: &[PathBuf]) -> Offline {
+    pub fn new(dirs: &[PathBuf]) -> Offline {
         let mut debug_dirs = dirs.to_vec();
         debug_dirs.push(PathBuf::from("/usr/lib/debug"));
         let symbolizer = symbolize::Symbolizer::builder()
@@ -386,6 +386,25 @@ impl Offline {
             },
             raw,
         )]
+    }
+}
+
+/// Triage names the frames a report could not (a stripped binary's) the same way.
+impl ufence_fleet::triage::Resolve for Offline {
+    fn function(&mut self, module: &str, build_id: Option<&str>, offset: u64) -> Option<String> {
+        let frame = RawFrame {
+            module: Some(module),
+            build_id,
+            offset: Some(offset),
+            pc: None,
+            v: &Value::Null,
+        };
+        // The last line is the ELF symbol the inlined functions sit in: the report's `function`.
+        let name = self.symbolize(&frame)?.pop()?.function;
+        Some(match name.rfind("+0x") {
+            Some(i) => name[..i].to_string(),
+            None => name,
+        })
     }
 }
 

@@ -116,6 +116,8 @@ pub const SECOND_USER: &str = "ufence-tester";
 /// it does not exist; serialised between test processes like [`require_command`]'s installs.
 /// Panics with one line when it cannot be had (tests not run as root).
 pub fn second_user() -> (u32, u32) {
+    // Found (or installed) before the lock below: require_command takes it too.
+    let useradd = require_command("useradd", "passwd");
     let _guard = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     let lookup = || -> Option<(u32, u32)> {
         let id = |flag: &str| -> Option<u32> {
@@ -138,7 +140,6 @@ pub fn second_user() -> (u32, u32) {
     if let Some(ids) = lookup() {
         return ids;
     }
-    let useradd = require_command("useradd", "passwd");
     let out = Command::new(useradd)
         .args([
             "--system",
@@ -169,4 +170,51 @@ pub fn as_second_user(program: impl AsRef<std::ffi::OsStr>) -> Command {
         .arg("--")
         .arg(program);
     cmd
+}
+
+/// A loopback port that was free a moment ago (for a server the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a loopback port")
+}
+
+/// `GET path` from `addr` (host:port) over plain HTTP/1.0: the status and the body.
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = resp
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{addr}: no HTTP header in {resp:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("{addr}: no status in {head:?}"))?;
+    Ok((status, body.to_string()))
+}
+
+/// Percent-encodes a URL query value.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -1,4 +1,7 @@
 //! Helpers shared by the command's integration tests.
+//!
+//! Each test binary includes this module and uses part of it.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

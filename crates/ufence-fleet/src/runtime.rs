@@ -52,6 +52,54 @@ pub fn dir() -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// A runtime directory to scan: a directory, not writable by group or others, and belonging
+/// to us (or to anyone when we are root). Returns its owner, whose files it must hold.
+pub fn check_dir(path: &Path) -> Result<u32, String> {
+    let meta =
+        fs::symlink_metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", path.display()));
+    }
+    if meta.uid() != euid() && euid() != 0 {
+        return Err(format!(
+            "{} belongs to uid {}, not to you",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by other users (mode {:o}); refusing to use it",
+            path.display(),
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(meta.uid())
+}
+
+/// Every runtime directory this user may read: our own, and for root every user's (the
+/// default places: `/dev/shm/ufence-UID` and `/run/user/UID/ufence`).
+pub fn all_dirs() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = dir().into_iter().collect();
+    if euid() == 0 {
+        if let Ok(entries) = fs::read_dir("/dev/shm") {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with("ufence-") {
+                    out.push(e.path());
+                }
+            }
+        }
+        if let Ok(entries) = fs::read_dir("/run/user") {
+            for e in entries.flatten() {
+                out.push(e.path().join("ufence"));
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| p.exists() && seen.insert(p.canonicalize().unwrap_or_else(|_| p.clone())));
+    out
+}
+
 pub fn euid() -> u32 {
     // SAFETY: geteuid cannot fail.
     unsafe { libc::geteuid() }
@@ -192,6 +240,12 @@ pub fn file_of(dir: &Path, pid: u32) -> PathBuf {
 /// Opens a control file for reading (or writing), refusing symbolic links, non-regular files
 /// and other users' files.
 pub fn open(path: &Path, write: bool) -> Result<File, String> {
+    open_as(path, write, euid())
+}
+
+/// As [`open`], for a file that must belong to user `owner` (root's exporter reads every
+/// user's directory, and a file there must belong to the directory's owner).
+pub fn open_as(path: &Path, write: bool, owner: u32) -> Result<File, String> {
     let f = fs::OpenOptions::new()
         .read(true)
         .write(write)
@@ -210,9 +264,14 @@ pub fn open(path: &Path, write: bool) -> Result<File, String> {
     if !meta.is_file() {
         return Err(format!("{} is not a regular file", path.display()));
     }
-    if meta.uid() != euid() {
+    if meta.uid() != owner {
+        let whose = if owner == euid() {
+            "you".to_string()
+        } else {
+            format!("uid {owner}, the directory's owner")
+        };
         return Err(format!(
-            "{} belongs to uid {}, not to you",
+            "{} belongs to uid {}, not to {whose}",
             path.display(),
             meta.uid()
         ));
@@ -222,7 +281,12 @@ pub fn open(path: &Path, write: bool) -> Result<File, String> {
 
 /// Reads and validates the control block at `path`.
 pub fn read(path: &Path) -> Result<Snapshot, String> {
-    let f = open(path, false)?;
+    read_as(path, euid())
+}
+
+/// As [`read`], for a file that must belong to user `owner`.
+pub fn read_as(path: &Path, owner: u32) -> Result<Snapshot, String> {
+    let f = open_as(path, false, owner)?;
     let (block, inode) = read_block(&f, path)?;
     let liveness = liveness(&block.header, inode);
     Ok(Snapshot {
@@ -401,6 +465,11 @@ fn published_by(n: u32) -> Option<PathBuf> {
 
 /// Every control file in the runtime directory, read (or the reason it could not be).
 pub fn list(dir: &Path) -> Vec<(PathBuf, Result<Snapshot, String>)> {
+    list_as(dir, euid())
+}
+
+/// As [`list`], for a directory of user `owner`, whose files must all be theirs.
+pub fn list_as(dir: &Path, owner: u32) -> Vec<(PathBuf, Result<Snapshot, String>)> {
     let mut out = Vec::new();
     let Ok(entries) = fs::read_dir(dir) else {
         return out;
@@ -415,7 +484,7 @@ pub fn list(dir: &Path) -> Vec<(PathBuf, Result<Snapshot, String>)> {
             continue;
         };
         let path = e.path();
-        let snap = read(&path).and_then(|s| {
+        let snap = read_as(&path, owner).and_then(|s| {
             if pid.parse() == Ok(s.pid()) {
                 Ok(s)
             } else {
