@@ -1,7 +1,4 @@
 //! Helpers shared by the command's integration tests.
-//!
-//! Each test binary includes this module and uses part of it.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,6 +33,7 @@ pub fn text(b: &[u8]) -> String {
 
 /// Runs `cmd` with its stdout a pipe whose reader has already gone (as `| head -1` once head
 /// has its line), and checks it ends as Unix tools do: killed by SIGPIPE, nothing on stderr.
+#[allow(dead_code)] // not every test binary that includes this module checks pipes
 pub fn assert_quiet_on_closed_pipe(cmd: &mut Command) {
     use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::process::ExitStatusExt;
