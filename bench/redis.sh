@@ -8,7 +8,9 @@
 # Each round starts a fresh server per variant on a loopback port (the variants' order rotates
 # from round to round), runs `redis-benchmark -q -n N -t set,get,lpush,lpop` against it, and
 # shuts it down. Prints and writes bench/out/redis.md: the median requests per second of each
-# test per variant and its ratio to plain. Fails if a server does not start, does not shut down
+# test per variant and its ratio to plain, and the server's CPU time (user+system, from
+# /proc/PID/stat) per 1,000 requests, which a shared machine's noise moves less than
+# throughput does. Fails if a server does not start, does not shut down
 # cleanly, or prints a ufence report (the workload is clean).
 # Needs redis-server and redis-tools (apt-get install redis-server redis-tools).
 set -uo pipefail
@@ -31,6 +33,8 @@ SO=$OUT/redis/libufence.so
 PORT=${PORT:-16379}
 TSV=$OUT/redis/rps.tsv
 printf 'variant\tround\ttest\trps\n' >"$TSV"
+CPU=$OUT/redis/cpu.tsv
+printf 'variant\tround\tcpu_ticks\n' >"$CPU"
 FAILED=0
 
 # one VARIANT ROUND: a server under the variant, one benchmark, a clean shutdown.
@@ -52,6 +56,10 @@ one() {
     done
     redis-benchmark -p "$PORT" -q -n "$N" -t set,get,lpush,lpop 2>/dev/null | tr '\r' '\n' |
         awk -v v="$variant" -v k="$k" '/requests per second/ { sub(":", "", $1); print v "\t" k "\t" $1 "\t" $2 }' >>"$TSV"
+    # utime + stime (fields 14 and 15, after the command name in parentheses), in clock ticks.
+    local ticks
+    ticks=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }')
+    printf '%s\t%s\t%s\n' "$variant" "$k" "${ticks:-0}" >>"$CPU"
     redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1
     wait "$pid"
     local rc=$?
@@ -69,10 +77,12 @@ for ((k = 1; k <= K; k++)); do
     done
 done
 
-python3 - "$TSV" "$K" "$N" >"$OUT/redis.md" <<'PY'
+python3 - "$TSV" "$K" "$N" "$CPU" "$(getconf CLK_TCK)" >"$OUT/redis.md" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 k, n = sys.argv[2], sys.argv[3]
+cpu = list(csv.DictReader(open(sys.argv[4]), delimiter="\t"))
+hz = float(sys.argv[5])
 tests = ["SET", "GET", "LPUSH", "LPOP"]
 med = {}
 for t in tests:
@@ -86,6 +96,14 @@ print("| --- | ---: | ---: | ---: | ---: | ---: |")
 for t in tests:
     p, d, r = med[t, "plain"], med[t, "default"], med[t, "rate1"]
     print(f"| {t} | {p:,.0f} | {d:,.0f} | {d / p:.3f} | {r:,.0f} | {r / p:.3f} |")
+requests = 4 * int(n) / 1000
+c = {v: statistics.median(float(r["cpu_ticks"]) for r in cpu if r["variant"] == v) / hz / requests * 1000
+     for v in ["plain", "default", "rate1"]}
+print()
+print("| server CPU per 1,000 requests | plain | ufence default | ratio | ufence sample_rate=1 | ratio |")
+print("| --- | ---: | ---: | ---: | ---: | ---: |")
+print(f"| ms (median of K) | {c['plain']:.2f} | {c['default']:.2f} | {c['default'] / c['plain']:.3f} "
+      f"| {c['rate1']:.2f} | {c['rate1'] / c['plain']:.3f} |")
 PY
 cat "$OUT/redis.md"
 exit $FAILED

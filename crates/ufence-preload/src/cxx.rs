@@ -85,6 +85,11 @@ static DELETE_ARRAY_ALIGNED_NOTHROW: Next<DeleteAlignedNothrowFn> =
 /// Looks up the next operators (from `next::fill`).
 pub fn fill() {
     let new = lookup(c"_Znwm");
+    if new.is_null() {
+        // No C++ runtime (yet): every form keeps its `missing_*` function, and a failed lookup
+        // of each of the twenty names would cost a formatted error message.
+        return;
+    }
     let delete = lookup(c"_ZdlPv");
     let direct = (new.is_null() || with_malloc_or_cxx_runtime(new))
         && (delete.is_null() || with_malloc_or_cxx_runtime(delete));

@@ -18,7 +18,7 @@ use ufence_core as uf;
 /// `pool`, others go to the next definition), the next definition's slot, and `missing`, what
 /// the name does when nothing behind ufence defines it. The first argument is the pointer.
 macro_rules! forwarded {
-    ($(
+    (fill: $fill:ident; $(
         $(#[$doc:meta])*
         fn $name:ident($p:ident: *mut c_void $(, $a:ident: $t:ty)*) -> $r:ty {
             pool: $pool:expr,
@@ -50,8 +50,8 @@ macro_rules! forwarded {
             }
         )*
 
-        /// Points each forwarded name at its next definition, where there is one.
-        pub fn fill() {
+        /// Points each forwarded name of this group at its next definition, where there is one.
+        fn $fill() {
             $(
                 $name::NEXT.set(lookup(
                     // The name as a C string.
@@ -122,7 +122,7 @@ fn array_bytes(count: usize, size: usize) -> Option<usize> {
 }
 
 forwarded! {
-    // jemalloc.
+    fill: fill_jemalloc;
 
     /// jemalloc: frees `p`.
     fn dallocx(p: *mut c_void, flags: c_int) -> () {
@@ -156,7 +156,10 @@ forwarded! {
         missing: crate::malloc_usable_size(p),
     }
 
-    // tcmalloc (gperftools).
+}
+
+forwarded! {
+    fill: fill_tcmalloc;
 
     /// tcmalloc: `free`.
     fn tc_free(p: *mut c_void) -> () {
@@ -247,13 +250,10 @@ forwarded! {
         pool: pool_size(p),
         missing: crate::malloc_usable_size(p),
     }
-    /// tcmalloc and mimalloc (macOS's name): `malloc_usable_size`.
-    fn malloc_size(p: *mut c_void) -> usize {
-        pool: pool_size(p),
-        missing: crate::malloc_usable_size(p),
-    }
+}
 
-    // mimalloc.
+forwarded! {
+    fill: fill_mimalloc;
 
     /// mimalloc: `free`.
     fn mi_free(p: *mut c_void) -> () {
@@ -290,11 +290,6 @@ forwarded! {
         pool: reallocf_impl(p, size),
         missing: reallocf_impl(p, size),
     }
-    /// BSD's `reallocf` (mimalloc exports it): `realloc` that frees `p` when it fails.
-    fn reallocf(p: *mut c_void, size: usize) -> *mut c_void {
-        pool: reallocf_impl(p, size),
-        missing: reallocf_impl(p, size),
-    }
     /// mimalloc: `realloc` of an array.
     fn mi_reallocn(p: *mut c_void, count: usize, size: usize) -> *mut c_void {
         pool: crate::reallocarray(p, count, size),
@@ -309,6 +304,39 @@ forwarded! {
     fn mi_realloc_aligned(p: *mut c_void, size: usize, align: usize) -> *mut c_void {
         pool: pool_resize(p, size, align.max(16), false),
         missing: resize_foreign(p, size, align, false),
+    }
+}
+
+forwarded! {
+    fill: fill_bsd;
+
+    /// tcmalloc and mimalloc (macOS's name): `malloc_usable_size`.
+    fn malloc_size(p: *mut c_void) -> usize {
+        pool: pool_size(p),
+        missing: crate::malloc_usable_size(p),
+    }
+    /// BSD's `reallocf` (mimalloc exports it): `realloc` that frees `p` when it fails.
+    fn reallocf(p: *mut c_void, size: usize) -> *mut c_void {
+        pool: reallocf_impl(p, size),
+        missing: reallocf_impl(p, size),
+    }
+}
+
+/// Looks up each allocator's names only where that allocator is there (one name tells): a
+/// failed `dlsym` costs a formatted error message, and a program on glibc would pay some forty.
+pub fn fill() {
+    let present = |probe: &core::ffi::CStr| !lookup(probe).is_null();
+    if present(c"sdallocx") {
+        fill_jemalloc();
+    }
+    if present(c"tc_free") {
+        fill_tcmalloc();
+    }
+    if present(c"mi_free") {
+        fill_mimalloc();
+    }
+    if present(c"malloc_size") || present(c"reallocf") {
+        fill_bsd();
     }
 }
 

@@ -115,19 +115,14 @@ pub fn usable_size(p: *mut c_void) -> Option<usize> {
     Some(unsafe { USABLE_SIZE.get()(p) })
 }
 
-/// The base address of the object (executable or library) that holds `f`, 0 if none.
+/// The load address of the object (executable or library) that holds `f`, 0 if none. Through
+/// `_dl_find_object` (`sys::module_of`): `dladdr` would also look for the nearest symbol, which
+/// cost more than half a million instructions over the lookups of one start.
 fn object_of(f: *mut c_void) -> usize {
     if f.is_null() {
         return 0;
     }
-    // SAFETY: dladdr only writes the Dl_info out-struct.
-    unsafe {
-        let mut info: libc::Dl_info = core::mem::zeroed();
-        if libc::dladdr(f, &mut info) == 0 {
-            return 0;
-        }
-        info.dli_fbase as usize
-    }
+    uf::sys::module_of(f as usize).map_or(0, |(base, _)| base)
 }
 
 /// The next definition of `name` after this library, or null.
@@ -154,20 +149,15 @@ pub fn with_malloc_or_cxx_runtime(f: *mut c_void) -> bool {
     if f.is_null() {
         return false;
     }
-    if object_of(f) == MALLOC_OBJECT.load(Ordering::Relaxed) {
+    let Some((base, path)) = uf::sys::module_of(f as usize) else {
+        return false;
+    };
+    if base == MALLOC_OBJECT.load(Ordering::Relaxed) {
         return true;
     }
-    // SAFETY: dladdr only writes the Dl_info out-struct; dli_fname is a C string owned by the
-    // loader for as long as the object is loaded.
-    unsafe {
-        let mut info: libc::Dl_info = core::mem::zeroed();
-        if libc::dladdr(f, &mut info) == 0 || info.dli_fname.is_null() {
-            return false;
-        }
-        let name = core::ffi::CStr::from_ptr(info.dli_fname).to_bytes();
-        let file = name.rsplit(|&c| c == b'/').next().unwrap_or(name);
-        file.starts_with(b"libstdc++.so") || file.starts_with(b"libc++.so")
-    }
+    let name = path.to_bytes();
+    let file = name.rsplit(|&c| c == b'/').next().unwrap_or(name);
+    file.starts_with(b"libstdc++.so") || file.starts_with(b"libc++.so")
 }
 
 /// Fills the table once (from the constructor, or from the first call that comes before it).
