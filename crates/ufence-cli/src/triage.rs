@@ -22,7 +22,7 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
         std::fs::metadata(p).map_err(|e| {
             format!(
                 "cannot read {}: {e}",
-                ufence_fleet::escape::escape(p.as_str())
+                ufence_core::fmt::escape(p.as_bytes())
             )
         })?;
     }

@@ -2,7 +2,6 @@
 //! [`triage`] groups a fleet's JSON reports by bug; the exporter's scraping of control files and
 //! its Prometheus metrics live in [`runtime`] and [`metrics`].
 
-pub mod escape;
 pub mod exporter;
 pub mod metrics;
 pub mod report;

@@ -2,14 +2,14 @@
 //! host's processes, for a node exporter's textfile directory) and `ufence exporter` (which adds
 //! its host-level families, see [`crate::exporter`]) render processes the same way.
 
-use crate::escape::escape;
 use crate::runtime::{Liveness, Snapshot};
 use std::fmt::Write;
+use ufence_core::fmt::escape;
 
-/// A Prometheus label value: control characters shown as text ([`escape`]), then `\`, `"` and
-/// newlines escaped as the exposition format requires.
+/// A Prometheus label value from raw text: control characters shown as text (the shared
+/// [`escape`]), then `\`, `"` and newlines escaped as the exposition format requires.
 pub fn label_value(s: &str) -> String {
-    escape(s)
+    escape(s.as_bytes())
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -19,7 +19,8 @@ pub fn label_value(s: &str) -> String {
 /// user it runs as and whether it is `live` or `stale` (crashed, killed, exec'd: the file it
 /// left keeps its last counters).
 pub fn process_labels(s: &Snapshot, fleet: bool) -> String {
-    let exe = s.exe();
+    // Raw: label_value escapes it once (exe() is already escaped for a terminal).
+    let exe = s.exe_raw();
     let base = exe.rsplit('/').next().unwrap_or("");
     let mut l = format!("pid=\"{}\",exe=\"{}\"", s.pid(), label_value(base));
     if fleet {

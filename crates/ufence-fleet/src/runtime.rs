@@ -21,11 +21,24 @@ pub fn dir() -> Result<PathBuf, String> {
     let mut text = ufence_core::fmt::BufWriter::<512>::new();
     control::runtime_dir(&mut text);
     let path = PathBuf::from(String::from_utf8_lossy(text.as_bytes()).into_owned());
-    let meta = match fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(path),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
+    match fs::symlink_metadata(&path) {
+        Ok(meta) => vet(&path, &meta, false).map(|_| path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(path),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// A runtime directory to scan: a directory, not writable by group or others, and belonging
+/// to us (or to anyone when we are root). Returns its owner, whose files it must hold.
+pub fn check_dir(path: &Path) -> Result<u32, String> {
+    let meta =
+        fs::symlink_metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    vet(path, &meta, euid() == 0)
+}
+
+/// What every runtime directory must be: a directory (not a link to one), ours unless
+/// `any_owner`, and not writable by others. Returns its owner.
+fn vet(path: &Path, meta: &fs::Metadata, any_owner: bool) -> Result<u32, String> {
     if meta.file_type().is_symlink() {
         return Err(format!(
             "{} is a symbolic link; refusing to follow it to a runtime directory",
@@ -35,34 +48,9 @@ pub fn dir() -> Result<PathBuf, String> {
     if !meta.is_dir() {
         return Err(format!("{} is not a directory", path.display()));
     }
-    if meta.uid() != euid() {
+    if meta.uid() != euid() && !any_owner {
         return Err(format!(
             "{} belongs to uid {}, not to you; refusing to use it",
-            path.display(),
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} is writable by other users (mode {:o}); refusing to use it",
-            path.display(),
-            meta.mode() & 0o777
-        ));
-    }
-    Ok(path)
-}
-
-/// A runtime directory to scan: a directory, not writable by group or others, and belonging
-/// to us (or to anyone when we are root). Returns its owner, whose files it must hold.
-pub fn check_dir(path: &Path) -> Result<u32, String> {
-    let meta =
-        fs::symlink_metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if !meta.is_dir() {
-        return Err(format!("{} is not a directory", path.display()));
-    }
-    if meta.uid() != euid() && euid() != 0 {
-        return Err(format!(
-            "{} belongs to uid {}, not to you",
             path.display(),
             meta.uid()
         ));

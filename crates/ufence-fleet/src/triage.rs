@@ -12,7 +12,6 @@
 //! in memory (their sets of hosts, executables and builds grow with the distinct values, not
 //! with the reports).
 
-use crate::escape::escape;
 use crate::report::{Frame, Report};
 use crate::time::format_utc;
 use serde_json::json;
@@ -96,7 +95,7 @@ impl<'r> Triage<'r> {
     fn skip(&mut self, origin: &str, why: &str) {
         self.skipped += 1;
         if self.verbose {
-            eprintln!("ufence: skipped {}: {why}", escape(origin));
+            eprintln!("ufence: skipped {}: {why}", esc(origin));
         }
     }
 
@@ -106,7 +105,7 @@ impl<'r> Triage<'r> {
     /// only when `path` itself cannot be read.
     pub fn add_path(&mut self, path: &Path) -> Result<(), String> {
         let meta = std::fs::metadata(path)
-            .map_err(|e| format!("cannot read {}: {e}", escape(&path.to_string_lossy())))?;
+            .map_err(|e| format!("cannot read {}: {e}", esc(&path.to_string_lossy())))?;
         if meta.is_dir() {
             self.walk(path);
         } else {
@@ -344,7 +343,7 @@ fn builds_text(g: &Group, cut: bool) -> String {
         .iter()
         .map(|(id, n)| {
             let id = if cut && id.len() > 12 { &id[..12] } else { id };
-            format!("{} ({n})", escape(id))
+            format!("{} ({n})", esc(id))
         })
         .collect();
     if parts.is_empty() {
@@ -381,14 +380,14 @@ pub fn text(t: &Triage, groups: &[&Group]) -> String {
             out,
             "\n#{} {} in {}: {}, {}, {}",
             i + 1,
-            escape(&g.title),
-            escape(&g.function),
+            esc(&g.title),
+            esc(&g.function),
             count(g.count, "report"),
             count(g.hosts.len() as u64, "host"),
             count(exes.len() as u64, "executable"),
         );
-        let _ = writeln!(out, "    kind:       {}", escape(&g.kind));
-        let frames: Vec<String> = g.frames.iter().map(|f| escape(f).into_owned()).collect();
+        let _ = writeln!(out, "    kind:       {}", esc(&g.kind));
+        let frames: Vec<String> = g.frames.iter().map(|f| esc(f)).collect();
         let _ = writeln!(out, "    stack:      {}", frames.join(" < "));
         if g.by_offset {
             let _ = writeln!(
@@ -403,18 +402,14 @@ pub fn text(t: &Triage, groups: &[&Group]) -> String {
             when(g.first_ns),
             when(g.last_ns)
         );
-        let shown: Vec<String> = exes
-            .iter()
-            .take(3)
-            .map(|e| escape(e).into_owned())
-            .collect();
+        let shown: Vec<String> = exes.iter().take(3).map(|e| esc(e)).collect();
         let more = if exes.len() > 3 {
             format!(" (+{} more)", exes.len() - 3)
         } else {
             String::new()
         };
         let _ = writeln!(out, "    executable: {}{more}", shown.join(", "));
-        let _ = writeln!(out, "    example:    {}", escape(&g.example));
+        let _ = writeln!(out, "    example:    {}", esc(&g.example));
     }
     out
 }
@@ -459,7 +454,7 @@ pub fn json(t: &Triage, groups: &[&Group]) -> String {
 
 /// A markdown table cell: escaped, with `|` and line breaks neutralised.
 fn cell(s: &str) -> String {
-    escape(s).replace('|', "\\|")
+    esc(s).replace('|', "\\|")
 }
 
 /// The grouping as a markdown table (for a ticket or a wiki page).
@@ -509,6 +504,12 @@ pub fn markdown(t: &Triage, groups: &[&Group]) -> String {
         );
     }
     out
+}
+
+/// Text from a report (a program's names and paths), escaped for a terminal by the shared
+/// function every verb uses.
+fn esc(s: &str) -> String {
+    ufence_core::fmt::escape(s.as_bytes())
 }
 
 #[cfg(test)]

@@ -70,72 +70,74 @@ fn early_program(on: Option<Allocator>) -> PathBuf {
 }
 
 fn build_alloc(on: Option<Allocator>, early: bool) -> PathBuf {
-    static BUILT: OnceLock<Mutex<()>> = OnceLock::new();
-    let _guard = BUILT.get_or_init(Default::default).lock().unwrap();
-    let name = on.map_or("glibc", |a| a.name);
-    let dir = target_dir()
-        .join("allocator-tests")
-        .join(std::process::id().to_string());
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(format!("alloc-{name}{}", if early { "-early" } else { "" }));
-    if out.exists() {
-        return out;
-    }
     let c = workspace_root().join("crates/ufence-preload/tests/c/allocators");
-    let mut cmd = Command::new("gcc");
-    cmd.args(["-O2", "-g", "-o"])
-        .arg(&out)
-        .arg(c.join("alloc.c"));
-    if early {
-        let lib = dir.join("libearly.so");
-        let built = Command::new("gcc")
-            .args(["-O1", "-g", "-shared", "-fPIC", "-o"])
-            .arg(&lib)
-            .arg(c.join("early.c"))
-            .output()
-            .expect("running gcc");
-        assert!(built.status.success(), "building libearly.so: {built:?}");
-        // Debian links --as-needed: the program uses nothing of the library but its
-        // constructor.
-        cmd.arg("-Wl,--no-as-needed")
-            .arg(&lib)
-            .arg("-Wl,-rpath,$ORIGIN");
-    }
-    if let Some(a) = on {
-        cmd.arg(a.define).arg(a.path());
-    }
-    let built = cmd.output().expect("running gcc");
-    assert!(
-        built.status.success(),
-        "building {name}: {}",
-        String::from_utf8_lossy(&built.stderr)
+    let name = format!(
+        "alloc-{}{}",
+        on.map_or("glibc", |a| a.name),
+        if early { "-early" } else { "" }
     );
-    out
+    compile(&name, "gcc", |dir| {
+        let mut args = vec![c.join("alloc.c").into_os_string()];
+        if let Some(a) = on {
+            args.push(a.define.into());
+            args.push(a.path().into_os_string());
+        }
+        if early {
+            let lib = dir.join("libearly.so");
+            let built = Command::new("gcc")
+                .args(["-O1", "-g", "-shared", "-fPIC", "-o"])
+                .arg(&lib)
+                .arg(c.join("early.c"))
+                .output()
+                .expect("running gcc");
+            assert!(built.status.success(), "building libearly.so: {built:?}");
+            // Debian links --as-needed: the program uses nothing of the library but its
+            // constructor.
+            args.push("-Wl,--no-as-needed".into());
+            args.push(lib.into_os_string());
+            args.push("-Wl,-rpath,$ORIGIN".into());
+        }
+        args
+    })
 }
 
 /// `ops.cc` (C++ operators), linked against the allocator `on` (None: glibc and libstdc++).
 fn cxx_program(on: Option<Allocator>) -> PathBuf {
+    let src = workspace_root().join("crates/ufence-preload/tests/c/allocators/ops.cc");
+    let name = format!("ops-{}", on.map_or("glibc", |a| a.name));
+    // -fsized-deallocation and -faligned-new are on by default for C++17: every form is used.
+    compile(&name, "g++", |_| {
+        let mut args = vec!["-std=c++17".into(), src.into_os_string()];
+        if let Some(a) = on {
+            args.push(a.path().into_os_string());
+        }
+        args
+    })
+}
+
+/// Compiles `name` (once per test process) with `compiler -O2 -g -o name ARGS`, where `args`
+/// is given the output directory.
+fn compile(
+    name: &str,
+    compiler: &str,
+    args: impl FnOnce(&Path) -> Vec<std::ffi::OsString>,
+) -> PathBuf {
     static BUILT: OnceLock<Mutex<()>> = OnceLock::new();
     let _guard = BUILT.get_or_init(Default::default).lock().unwrap();
-    let name = on.map_or("glibc", |a| a.name);
     let dir = target_dir()
         .join("allocator-tests")
         .join(std::process::id().to_string());
     std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(format!("ops-{name}"));
+    let out = dir.join(name);
     if out.exists() {
         return out;
     }
-    let src = workspace_root().join("crates/ufence-preload/tests/c/allocators/ops.cc");
-    let mut cmd = Command::new("g++");
-    // -fsized-deallocation and -faligned-new are on by default for C++17: every form is used.
-    cmd.args(["-O2", "-g", "-std=c++17", "-o"])
+    let built = Command::new(require_command(compiler, compiler))
+        .args(["-O2", "-g", "-o"])
         .arg(&out)
-        .arg(&src);
-    if let Some(a) = on {
-        cmd.arg(a.path());
-    }
-    let built = cmd.output().expect("running g++");
+        .args(args(&dir))
+        .output()
+        .expect("running the compiler");
     assert!(
         built.status.success(),
         "building {name}: {}",
