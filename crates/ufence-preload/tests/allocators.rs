@@ -78,10 +78,9 @@ fn build_alloc(on: Option<Allocator>, early: bool) -> PathBuf {
     );
     compile(&name, "gcc", |dir| {
         let mut args = vec![c.join("alloc.c").into_os_string()];
-        if let Some(a) = on {
-            args.push(a.define.into());
-            args.push(a.path().into_os_string());
-        }
+        // The early library comes before the allocator in the program's DT_NEEDED list, so
+        // that the allocator's own constructor runs first (the loader starts the later entries
+        // first): tcmalloc answers malloc_usable_size with 0 before it, ufence or not.
         if early {
             let lib = dir.join("libearly.so");
             let built = Command::new("gcc")
@@ -96,6 +95,10 @@ fn build_alloc(on: Option<Allocator>, early: bool) -> PathBuf {
             args.push("-Wl,--no-as-needed".into());
             args.push(lib.into_os_string());
             args.push("-Wl,-rpath,$ORIGIN".into());
+        }
+        if let Some(a) = on {
+            args.push(a.define.into());
+            args.push(a.path().into_os_string());
         }
         args
     })
@@ -227,6 +230,9 @@ fn usable_size_goes_to_the_allocator_that_gave_the_memory() {
 fn calls_before_ufence_starts_reach_the_right_allocator() {
     for on in [None, Some(JEMALLOC), Some(TCMALLOC), Some(MIMALLOC)] {
         let prog = early_program(on);
+        // Healthy without ufence: what follows tests ufence, not the program.
+        let plain = run(&prog, &["usable"], None, "");
+        assert_eq!(text(&plain.stderr), "early ok\n", "{on:?} without ufence");
         for opts in OPTION_SETS {
             let out = run(&prog, &["usable"], Some(&ufence()), opts);
             let what = format!("{on:?} {opts}");
