@@ -28,12 +28,13 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
             "unknown option '{name}' for run (`ufence options` lists them; a program whose name starts with '-' goes after --)"
         ));
     }
-    let lib = preload::find(m.get_one::<String>("lib").map(String::as_str))?;
+    // Before looking for the library: the refusal is about the program, whatever the library.
     if let Some(why) = secure_exec(program) {
         return Err(format!(
             "'{program}' is {why}: the loader ignores LD_PRELOAD in such a program, so ufence cannot watch it; not run (a Rust program can link ufence::Guarded)"
         ));
     }
+    let lib = preload::find(m.get_one::<String>("lib").map(String::as_str))?;
     let mut cmd = Command::new(program);
     cmd.args(argv);
     preload::apply(&mut cmd, &lib, &pairs)?;
