@@ -3,8 +3,9 @@
 //! Exports the whole malloc family. Each entry point does the sampling check (a thread-local
 //! decrement and a branch) and otherwise forwards to the allocator behind ufence in the
 //! program's lookup order (glibc's, or jemalloc, tcmalloc, mimalloc: see [`next`]), and so do
-//! the other allocators' own entry points that take a pointer ([`extended`]). Sampled requests are served from the
-//! guarded pool by the `ufence` crate. Semantics (return values, `errno`, edge cases) are
+//! the other allocators' own entry points that take a pointer ([`extended`]) and the C++
+//! operators ([`cxx`]). Sampled requests are served from the guarded pool by the `ufence`
+//! crate. Semantics (return values, `errno`, edge cases) are
 //! glibc's: the sampled path only takes requests it can serve exactly as glibc would, and leaves
 //! everything unusual (bad alignments, size 0, huge sizes) to glibc.
 //!
@@ -37,8 +38,8 @@ fn natural_align(_size: usize) -> usize {
 }
 
 // Every entry point is the sampling check (or, for `free`, the pool range check) followed by a
-// tail call into the next allocator; whatever else a sampled request needs lives in the `#[cold]` functions
-// below, out of line, so the fast path needs no stack frame.
+// tail call into the next allocator; whatever else a sampled request needs lives in the
+// `#[cold]` functions below, out of line, so the fast path needs no stack frame.
 
 #[no_mangle]
 pub extern "C" fn malloc(size: usize) -> *mut c_void {
@@ -151,18 +152,17 @@ fn realloc_pool(p: *mut c_void, size: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 fn realloc_sampled(p: *mut c_void, size: usize) -> *mut c_void {
-    let new = match next::usable_size(p) {
-        Some(_) => uf::alloc_slow(size, natural_align(size), &DEFAULTS),
-        None => core::ptr::null_mut(),
+    let (new, old) = match next::usable_size(p) {
+        Some(old) => (uf::alloc_slow(size, natural_align(size), &DEFAULTS), old),
+        None => (core::ptr::null_mut(), 0),
     };
     if new.is_null() {
         // SAFETY: p is the next allocator's.
         return unsafe { next::REALLOC.get()(p, size) };
     }
-    // SAFETY: p is a live chunk of the next allocator with at least its usable size; new has
-    // `size` bytes.
+    // SAFETY: p is a live chunk of the next allocator with `old` usable bytes; new has `size`
+    // bytes.
     unsafe {
-        let old = next::usable_size(p).unwrap_or(0);
         core::ptr::copy_nonoverlapping(p.cast::<u8>(), new, old.min(size));
         next::FREE.get()(p);
     }
@@ -348,8 +348,8 @@ pub extern "C" fn _Exit(status: i32) -> ! {
 /// internal `execve`, so those still leave the file, as does a raw `execve` system call.)
 ///
 /// The C library's functions are found when the library is loaded, as the allocator's are
-/// ([`next`]): a forked child of a threaded program (Rust's `Command` does this) calls `execvp`, and
-/// must not take the loader's lock there.
+/// ([`next`]): a forked child of a threaded program (Rust's `Command` does this) calls
+/// `execvp`, and must not take the loader's lock there.
 macro_rules! exec_wrappers {
     ($($name:ident, $cname:literal, ($($arg:ident: $ty:ty),*);)+) => {
         /// The C library's exec functions, in the order of the wrappers below.
