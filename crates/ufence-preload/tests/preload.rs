@@ -1620,6 +1620,38 @@ fn cxx_new_array_out_of_bounds() {
     r.assert_alloc(&["make_array", "make_array_right", "main"]);
 }
 
+/// `new char[0]`: a 0-byte object that no access may touch.
+#[test]
+fn cxx_new_zero_length_array() {
+    let (out, r) = bug("cxx", "new_zero");
+    let obj = out.address("obj");
+    r.assert_title("out-of-bounds read", "read_elem");
+    let n = r.object().index;
+    r.assert_headline(&format!(
+        "Out-of-bounds read at {obj:#x} (1B right of ufence-#{n}, a 0-byte allocation):"
+    ));
+    r.assert_object(obj, 0, 16, Some("left"));
+    r.assert_alloc(&["make_array", "main"]);
+}
+
+/// C++17 aligned `new` of a type aligned to 8 KiB (16 KiB long): sampled, aligned,
+/// and an underflow before it faults.
+#[test]
+fn cxx_aligned_new_beyond_a_page() {
+    let (out, r) = bug("cxx", "aligned_new_oob");
+    let obj = out.address("obj");
+    assert_eq!(obj % 8192, 0, "alignment\n{}", r.text);
+    r.assert_title("out-of-bounds read", "read_elem");
+    let n = r.object().index;
+    r.assert_headline(&format!(
+        "Out-of-bounds read at {:#x} (1B left of ufence-#{n}):",
+        obj - 1
+    ));
+    // alignas pads the type to a multiple of its alignment: 16384 bytes.
+    r.assert_object(obj, 16384, 8192, None);
+    r.assert_alloc(&["make_paged", "main"]);
+}
+
 #[test]
 fn cxx_use_after_delete_array() {
     let (out, r) = bug("cxx", "array_uaf");
