@@ -327,8 +327,8 @@ declare_options! {
     num_objects: u64 = 255, "255", range 1..=65_535, runtime false;
     /// Slots for objects over a page (up to max_object_size) and page-overaligned requests, in a region of their own; each costs max_object_size plus one guard page of address space, and memory only for the pages a live object uses. 0 = objects over a page are never sampled.
     num_large_objects: u64 = 64, "64", range 0..=4_096, runtime false;
-    /// Bytes: the largest object sampled (rounded up to whole pages; at most 1 MiB).
-    max_object_size: u64 = 65_536, "65536", range 1..=1_048_576, runtime false;
+    /// Bytes: the largest object sampled, from 8 KiB to 1 MiB (rounded up to whole pages); the size of a large slot.
+    max_object_size: u64 = 65_536, "65536", range 8_192..=1_048_576, runtime false;
     /// After an error: `continue` reports once per object and goes on (KFENCE), `abort` reports then raises SIGABRT.
     on_error: OnError = OnError::Continue, "continue", range 0..=0, runtime true;
     /// Percent of wall time ufence may spend on sampled allocations and frees (after the first 50 ms of such work); beyond it, sampling pauses. Bounds the cost of high rates such as sample_rate=1. 0 = no limit.
