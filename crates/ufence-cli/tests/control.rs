@@ -450,7 +450,8 @@ fn prometheus_and_json_output_parse() {
         })
         .collect();
     let parsed = parsed.join("\n");
-    for (pid, slots, interval) in [(a.pid, 20, 5), (b.pid, 30, 7)] {
+    // num_objects=20 and 30, each with the 64 large slots.
+    for (pid, slots, interval) in [(a.pid, 84, 5), (b.pid, 94, 7)] {
         let l = format!("exe=service,pid={pid}");
         for want in [
             format!("ufence_pool_slots|gauge|{l}|{slots}.0"),
@@ -473,7 +474,7 @@ fn prometheus_and_json_output_parse() {
     assert_eq!(v["pid"], a.pid);
     assert_eq!(v["live"], true);
     assert_eq!(v["mode"], "preload");
-    assert_eq!(v["pool_slots"], 20);
+    assert_eq!(v["pool_slots"], 84, "20 small slots and 64 large ones");
     assert_eq!(v["stats"]["enabled"], 1);
     assert_eq!(v["stats"]["sample_interval_ms"], 5);
     assert_eq!(v["settings"]["sample_interval"], "5");
@@ -536,7 +537,8 @@ fn top_shows_processes_and_quits_on_q() {
     let screen = until(&|s| s.contains("sort: samples/s") && s.contains("history of"));
     let row = row_of(&screen, svc.pid);
     assert!(
-        row.contains("/255") && row.contains("5ms") && row.ends_with("  service run"),
+        // 255 small slots and 64 large ones.
+        row.contains("/319") && row.contains("5ms") && row.ends_with("  service run"),
         "{row}"
     );
     assert!(row_of(&screen, other.pid).contains("7ms"), "{screen}");
@@ -755,7 +757,8 @@ fn a_full_runtime_file_system_costs_slots_in_the_file_never_the_program() {
         (5..=20).contains(&published),
         "{published} published:\n{objects}"
     );
-    assert_eq!(objects.matches("unused").count(), 255 - published);
+    // 255 small slots and 64 large ones.
+    assert_eq!(objects.matches("unused").count(), 319 - published);
     signal(svc.pid, libc::SIGTERM);
     let status = svc.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "the program must end normally");

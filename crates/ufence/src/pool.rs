@@ -655,4 +655,89 @@ mod tests {
         unsafe { *((page + 113) as *mut u8) = 1 };
         assert_eq!(pool.first_damaged(s), Some(page + 113));
     }
+
+    #[test]
+    fn large_region_layout() {
+        // 2 small slots, 3 large slots of 4 pages.
+        let pool = Pool::new(2, 3, 4, 9, test_slots(5)).unwrap();
+        let pg = pool.page;
+        assert_eq!(pool.len, 5 * pg + (3 * 5 + 1) * pg);
+        assert_eq!(pool.large_base, pool.base + 5 * pg);
+        // The small region ends with its own guard; the large one starts with another.
+        assert_eq!(
+            pool.place(pool.large_base - 1),
+            Place::Guard {
+                left: Some(1),
+                right: None
+            }
+        );
+        assert_eq!(
+            pool.place(pool.large_base),
+            Place::Guard {
+                left: None,
+                right: Some(2)
+            }
+        );
+        for j in 0..3 {
+            let start = pool.page_of_slot(2 + j);
+            assert_eq!(start, pool.large_base + pg + j * 5 * pg);
+            assert_eq!(pool.slot_len(2 + j), 4 * pg);
+            assert_eq!(pool.place(start), Place::Object(2 + j));
+            assert_eq!(pool.place(start + 4 * pg - 1), Place::Object(2 + j));
+            // Its guards, by index and address.
+            let left = pool.left_guard(2 + j);
+            assert_eq!(pool.guard_addr(left), start - pg);
+            assert_eq!(pool.guard_addr(left + 1), start + 4 * pg);
+            assert_eq!(pool.guard_at(start - 1), Some(left));
+            assert_eq!(pool.guard_at(start + 4 * pg), Some(left + 1));
+            assert_eq!(pool.guard_at(start), None);
+        }
+        assert_eq!(
+            pool.place(pool.base + pool.len - 1),
+            Place::Guard {
+                left: Some(4),
+                right: None
+            }
+        );
+        // Small guards keep their numbers.
+        assert_eq!(pool.guard_at(pool.base + 2 * pg), Some(1));
+        assert_eq!(pool.guard_addr(2), pool.base + 4 * pg);
+    }
+
+    #[test]
+    fn classes_and_their_rings() {
+        let pool = Pool::new(2, 2, 4, 3, test_slots(4)).unwrap();
+        let pg = pool.page;
+        assert_eq!(pool.class_for(0, 16), Some(Class::Small));
+        assert_eq!(pool.class_for(pg, pg), Some(Class::Small));
+        assert_eq!(pool.class_for(pg + 1, 16), Some(Class::Large));
+        assert_eq!(pool.class_for(16, 2 * pg), Some(Class::Large));
+        assert_eq!(pool.class_for(4 * pg, 16), Some(Class::Large));
+        assert_eq!(pool.class_for(4 * pg + 1, 16), None);
+        // Aligned to 2 pages, 3 pages fit 4 only if the slack before them is at most a page.
+        assert_eq!(pool.class_for(3 * pg, 2 * pg), Some(Class::Large));
+        assert_eq!(pool.class_for(3 * pg + 1, 2 * pg), None);
+        assert_eq!(pool.class_for(usize::MAX - 8, 16), None);
+        // Each class has its own FIFO: the large slots never serve a small request.
+        let mut small = [
+            pool.pop(Class::Small).unwrap(),
+            pool.pop(Class::Small).unwrap(),
+        ];
+        small.sort();
+        assert_eq!(small, [0, 1]);
+        assert_eq!(pool.pop(Class::Small), None);
+        assert_eq!(pool.free_slots(Class::Large), 2);
+        let a = pool.pop(Class::Large).unwrap();
+        let b = pool.pop(Class::Large).unwrap();
+        assert!(a >= 2 && b >= 2 && a != b);
+        pool.push(b);
+        pool.push(a);
+        pool.push(0);
+        assert_eq!(pool.pop(Class::Large), Some(b));
+        assert_eq!(pool.pop(Class::Large), Some(a));
+        assert_eq!(pool.pop(Class::Small), Some(0));
+        let none = Pool::new(1, 0, 4, 1, test_slots(1)).unwrap();
+        assert_eq!(none.class_for(pg + 1, 16), None);
+        assert_eq!(none.len, 3 * pg);
+    }
 }
