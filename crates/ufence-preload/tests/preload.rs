@@ -1167,6 +1167,30 @@ fn large_double_and_invalid_free() {
     r.assert_object(obj, 10000, 16, None);
 }
 
+/// In continue mode the fault handler opens the page a use-after-free touched; when the slot
+/// is reused the page is closed again, so a second stale access still faults.
+#[test]
+fn reused_large_slot_is_closed_again() {
+    let out = exec(program("large"), &["reopened"])
+        .under(Under::Options(
+            "sample_rate=1:max_overhead=0:skip_covered_thresh=100:num_large_objects=1",
+        ))
+        .run();
+    out.assert_exit_code(42);
+    let (obj, new) = (out.address("obj"), out.address("new"));
+    let reports = parse_reports(&out.stderr).unwrap_or_else(|e| panic!("{e}\n{}", out.context()));
+    assert_eq!(reports.len(), 2, "{}", out.context());
+    reports[0].assert_title("use-after-free write", "write_at");
+    reports[0].assert_headline(&format!(
+        "Use-after-free write at {:#x} (in ufence-#{}):",
+        obj + 9000,
+        reports[0].object().index
+    ));
+    // The slot now holds the new object: the stale write is outside it, in its slot.
+    reports[1].assert_title("out-of-bounds write", "write_at");
+    assert_eq!(reports[1].object().start, new, "{}", out.context());
+}
+
 /// The partial pages of a large object hold the canary: a write there is found at free.
 #[test]
 fn large_memory_corruption_in_partial_pages() {

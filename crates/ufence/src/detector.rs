@@ -389,6 +389,11 @@ fn pool_alloc(
         addr & !(pool.page - 1),
         (addr + size).next_multiple_of(pool.page),
     );
+    if pool.slot_opened(i).swap(false, AcqRel) {
+        // The fault handler opened a page of this slot after its last free (an access to the
+        // freed object, or to an unused page): closed again before the slot is used.
+        sys::protect(start as *mut u8, end - start, false);
+    }
     if lo < hi && !sys::protect(lo as *mut u8, hi - lo, true) {
         // Most likely the map-count limit: give the slot back and stop sampling for good.
         pool.push(i);

@@ -233,10 +233,16 @@ fn handle(pool: &Pool, addr: usize, ctx: *mut libc::c_void) -> bool {
     if !sys::protect(page as *mut u8, pool.page, true) {
         sys::abort_now();
     }
-    // A guard is closed again when one of its neighbours is next allocated; an object page
-    // when its slot is reused (allocation opens it, free closes it).
-    if let Some(k) = pool.guard_at(page) {
-        pool.guard_opened(k).store(true, Release);
+    // A guard is closed again when one of its neighbours is next allocated; a slot's page when
+    // the slot is freed (the whole slot is closed), or, opened after the free, before the slot
+    // is next used.
+    match place {
+        Place::Guard { .. } => {
+            if let Some(k) = pool.guard_at(page) {
+                pool.guard_opened(k).store(true, Release);
+            }
+        }
+        Place::Object(i) => pool.slot_opened(i).store(true, Release),
     }
     true
 }

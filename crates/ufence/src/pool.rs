@@ -234,6 +234,9 @@ pub struct Pool {
     /// One flag per guard page: set when the fault handler opened it to let a program go on.
     /// Guards `0..=nsmall` are the small region's, then `nlarge + 1` of the large region.
     guards: *const AtomicBool,
+    /// One flag per slot: set when the fault handler opened a page of the slot that its next
+    /// object may not use (a large slot's), so that the next allocation closes the slot first.
+    opened: *const AtomicBool,
     /// One bit per slot, set when the slot is first handed out: a forked child republishes the
     /// slots in use without reading (and faulting in) the whole table.
     ever_used: *const AtomicU64,
@@ -269,8 +272,9 @@ impl Pool {
         };
         let len = small_len + large_len;
         let nguards = nsmall + 1 + nlarge + 1;
-        // The rings (nslots u32s), the guard flags, then the used-slot bits.
-        let bits_offset = (nslots * 4 + nguards).next_multiple_of(8);
+        // The rings (nslots u32s), the guard flags, the slots' opened flags, then the used-slot
+        // bits.
+        let bits_offset = (nslots * 4 + nguards + nslots).next_multiple_of(8);
         let meta_len = (bits_offset + nslots.div_ceil(64) * 8).div_ceil(page) * page;
         let meta = sys::map_rw(meta_len)?;
         let covered = crate::covered::Covered::new(nslots);
@@ -283,6 +287,8 @@ impl Pool {
         let fifo = meta.cast::<u32>();
         // SAFETY: the guard flags follow the rings inside the same zeroed private mapping.
         let guards = unsafe { fifo.add(nslots).cast::<AtomicBool>() };
+        // SAFETY: the slots' flags follow the guard flags inside the same mapping.
+        let opened = unsafe { guards.add(nguards) };
         // SAFETY: the words start at an 8-aligned offset inside the same mapping.
         let ever_used = unsafe { meta.add(bits_offset).cast::<AtomicU64>() };
         // The initial order is shuffled (as newer kernels do) so that the first objects of a
@@ -306,6 +312,7 @@ impl Pool {
             large_base: base as usize + small_len,
             rings,
             guards,
+            opened,
             ever_used,
             lock: SpinLock::new(),
             covered,
@@ -342,6 +349,13 @@ impl Pool {
         assert!(k < self.nsmall + self.nlarge + 2);
         // SAFETY: nsmall + nlarge + 2 flags were reserved in the metadata mapping.
         unsafe { &*self.guards.add(k) }
+    }
+
+    /// The flag of slot `i`: the fault handler opened one of its pages (see `opened`).
+    pub fn slot_opened(&self, i: usize) -> &AtomicBool {
+        assert!(i < self.nslots);
+        // SAFETY: nslots flags were reserved in the metadata mapping.
+        unsafe { &*self.opened.add(i) }
     }
 
     /// The address of guard page `k`: `0..=nsmall` in the small region, then the large one's.

@@ -205,6 +205,25 @@ int main(int argc, char **argv) {
         printf("obj=%p\n", (void *)p);
         write_at(p, -5, 0);
         free_big(p);
+    } else if (!strcmp(m, "reopened")) {
+        /* num_large_objects=1: a use-after-free in continue mode opens the faulting page; the
+           slot's next object must not inherit it open. */
+        char *p = NULL;
+        for (int i = 0; i < MAX_TRIES && !p; i++) {
+            char *q = make_big(BIG);
+            if (page_offset(q) == 0)
+                p = q;
+            else
+                free_big(q);
+        }
+        if (!p)
+            die("no left-placed object");
+        printf("obj=%p\n", (void *)p);
+        free_big(p);
+        write_at(p, 9000, 1);
+        char *q = make_big(4097);
+        printf("new=%p\n", (void *)q);
+        write_at(p, 9000, 2);
     } else if (!strcmp(m, "zero_read")) {
         char *p = make_big(0);
         printf("obj=%p\n", (void *)p);
