@@ -15,7 +15,9 @@
 # Fails (exit 1) if any run exits non-zero, times out, or prints a ufence report
 # ("BUG: UFENCE") on stderr: these workloads are clean, so a report is a false positive.
 # Environment: K=<rounds> overrides the round count; RUN_TIMEOUT=<s> the per-run limit
-# (default 600 s full, 60 s quick); UNDER=<allocator.so> runs every variant on that allocator
+# (default 600 s full, 60 s quick); LIB=<libufence.so> measures that build of the library instead
+# of building this tree's (an older commit's, for a before/after comparison);
+# UNDER=<allocator.so> runs every variant on that allocator
 # (e.g. /usr/lib/x86_64-linux-gnu/libjemalloc.so.2: plain is LD_PRELOAD=UNDER, ufence's
 # variants LD_PRELOAD="libufence.so UNDER", so ufence forwards to it).
 set -uo pipefail
@@ -31,7 +33,7 @@ for a in "$@"; do
     case $a in
     --quick) QUICK=1 ;;
     -h | --help)
-        sed -n '2,18p' "$0"
+        sed -n '2,22p' "$0"
         exit 0
         ;;
     *)
@@ -69,13 +71,19 @@ for src in "$WL"/*.c; do
 done
 # The preload is all this needs; building only its package keeps an unrelated broken crate of the
 # workspace from stopping the benchmark.
-cargo build --release -p ufence-preload >&2 || { echo "run.sh: cargo build failed" >&2; exit 1; }
+if [ -z "${LIB:-}" ]; then
+    cargo build --release -p ufence-preload >&2 || { echo "run.sh: cargo build failed" >&2; exit 1; }
+    LIB=$ROOT/target/release/libufence.so
+    SRC_DESC="commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git status --porcelain -- crates 2>/dev/null | grep -q . && echo ' plus uncommitted changes under crates/') at build time"
+else
+    SRC_DESC="LIB=$LIB"
+fi
 # A private copy, so that a rebuild in the shared target directory during the run cannot mix
 # two versions of the library in one table.
-[ -f "$ROOT/target/release/libufence.so" ] || { echo "run.sh: target/release/libufence.so is missing" >&2; exit 1; }
-cp "$ROOT/target/release/libufence.so" "$OUT/libufence.so"
+[ -f "$LIB" ] || { echo "run.sh: $LIB is missing" >&2; exit 1; }
+cp "$LIB" "$OUT/libufence.so"
 SO=$OUT/libufence.so
-SRC_DESC="commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git status --porcelain -- crates 2>/dev/null | grep -q . && echo ' plus uncommitted changes under crates/') at build time; libufence.so sha256 $(sha256sum "$SO" | cut -c1-12)"
+SRC_DESC="$SRC_DESC; libufence.so sha256 $(sha256sum "$SO" | cut -c1-12)"
 
 # Real programs: use the system's binaries directly (a wrapper script such as a pyenv shim would
 # run under the preload too and be timed with the program).

@@ -72,6 +72,19 @@ bug("memalign4096-underflow", "aligned / zero-size", "posix_memalign(4096, 100),
     "memalign", "4096", "100", "-1", "r")
 bug("malloc0-write", "aligned / zero-size", "p = malloc(0), write p[0]", "malloc0", "w")
 bug("malloc0-read", "aligned / zero-size", "p = malloc(0), read p[0]", "malloc0", "r")
+# Objects over a page (issue 13): 10000 bytes (three pages, the last partial), 64 KiB.
+for rw in ("write", "read"):
+    bug(f"large-overflow-{rw}-10000-by1", "large objects",
+        f"malloc(10000), {rw} 1 B past the end (p[10000])", "oob", "10000", "10000", rw[0])
+    bug(f"large-underflow-{rw}-10000-by1", "large objects",
+        f"malloc(10000), {rw} 1 B before the start (p[-1])", "oob", "10000", "-1", rw[0])
+    bug(f"large-overflow-{rw}-10000-by3000", "large objects",
+        f"malloc(10000), {rw} 3000 B past the end (p[12999], past its last page)", "oob", "10000", "12999", rw[0])
+    bug(f"large-overflow-{rw}-65536-by1", "large objects",
+        f"malloc(65536), {rw} 1 B past the end (p[65536])", "oob", "65536", "65536", rw[0])
+    bug(f"large-uaf-{rw}", "large objects", f"free(malloc(10000)), then {rw} p[5000]", "uaf", "10000", rw[0])
+bug("large-memalign8192-read", "large objects", "posix_memalign(8192, 10000), read p[10000] (1 B past)",
+    "memalign", "8192", "10000", "10000", "r")
 bug("cxx-uaf-read", "C++ new/delete", "delete of a 40-byte object, then read a member", "cpp", "uaf-read")
 bug("cxx-uaf-write", "C++ new/delete", "delete of a 40-byte object, then write a member", "cpp", "uaf-write")
 bug("cxx-delete-twice", "C++ new/delete", "delete the same object twice", "cpp", "delete-twice")

@@ -50,16 +50,8 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
             let _ = writeln!(out, "ufence-#{i} unused");
             continue;
         }
-        let side = if s.right != 0 { "right" } else { "left" };
-        let _ = writeln!(
-            out,
-            "ufence-#{i}: {:#x}-{:#x}, size={}, align={}, side={side}{}",
-            s.addr,
-            (s.addr + s.size.max(1) - 1),
-            s.size,
-            s.align,
-            if state == ALLOCATED { "" } else { " (freed)" }
-        );
+        ufence_core::write_object_line(&mut out, i, s, (h.page_size as usize).max(1));
+        let _ = writeln!(out, "{}", if state == ALLOCATED { "" } else { " (freed)" });
         let _ = writeln!(out);
         record(&mut out, "allocated", &s.alloc, now_s, &names);
         if state == FREED || state == FREEING {

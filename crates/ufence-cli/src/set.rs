@@ -34,9 +34,11 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
             .map_err(|_| format!("bad value '{value}' for {key} (expects {spec})"))?;
         keys.push(spec.name);
     }
-    if keys.contains(&"sample_sizes") && wanted.sample_sizes.beyond_page() {
+    // The largest size a process at the default max_object_size samples.
+    let largest = Options::DEFAULT.largest_sampled();
+    if keys.contains(&"sample_sizes") && wanted.sample_sizes.beyond(largest) {
         let mut why = String::new();
-        let _ = wanted.sample_sizes.write_beyond_page(&mut why);
+        let _ = wanted.sample_sizes.write_beyond(largest, &mut why);
         eprintln!("ufence: warning: {why}");
     }
     let snap = runtime::for_pid(pid)?;

@@ -240,17 +240,27 @@ fn run_refuses_values_it_cannot_pass() {
     assert_eq!(text(&out.stdout), "");
 }
 
-/// A `sample_sizes` range above the page size, where nothing is ever sampled, is accepted but
+/// A `sample_sizes` range above max_object_size, where nothing is ever sampled, is accepted but
 /// said in one warning line; a range that reaches below it is not.
 #[test]
 fn sample_sizes_beyond_a_page_warn() {
-    let out = ufence(&["run", "--sample_sizes", "4097-5000", "--", "true"]);
+    let out = ufence(&["run", "--sample_sizes", "65537-70000", "--", "true"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         text(&out.stderr),
-        "ufence: warning: sample_sizes=4097-5000 can never be sampled (objects over a page, 4096 bytes, never are): nothing will be sampled\n"
+        "ufence: warning: sample_sizes=65537-70000 can never be sampled (objects over 65536 bytes never are: max_object_size, num_large_objects): nothing will be sampled\n"
     );
-    for fine in ["100-5000", "4096"] {
+    let out = ufence(&[
+        "run",
+        "--num_large_objects",
+        "0",
+        "--sample_sizes",
+        "4097-5000",
+        "--",
+        "true",
+    ]);
+    assert!(text(&out.stderr).contains("objects over 4096 bytes never are"));
+    for fine in ["100-5000", "4096", "4097-65536"] {
         let out = ufence(&["run", "--sample_sizes", fine, "--", "true"]);
         assert_eq!(text(&out.stderr), "", "{fine}");
     }

@@ -162,7 +162,11 @@ fn sampling_rate(rt: &Path, pid: u32, secs: f64) -> u64 {
 #[test]
 fn stats_objects_and_set_on_a_running_program() {
     let rt = runtime_dir("live");
-    let svc = start(&rt, "sample_interval=1000:num_objects=16", "run");
+    let svc = start(
+        &rt,
+        "sample_interval=1000:num_objects=16:num_large_objects=4",
+        "run",
+    );
     let pid = svc.pid.to_string();
 
     // The runtime directory and the file are private.
@@ -179,7 +183,8 @@ fn stats_objects_and_set_on_a_running_program() {
         .find(|l| l.split_whitespace().next() == Some(pid.as_str()))
         .unwrap_or_else(|| panic!("{pid} not in {ps}"));
     assert!(
-        line.contains("live") && line.contains("/16") && line.contains("service run"),
+        // 16 small slots and 4 large ones.
+        line.contains("live") && line.contains("/20") && line.contains("service run"),
         "{line}"
     );
 
@@ -236,7 +241,7 @@ fn stats_objects_and_set_on_a_running_program() {
     let entries: Vec<&str> = objects
         .split("---------------------------------\n")
         .collect();
-    assert_eq!(entries.len(), 16, "{objects}");
+    assert_eq!(entries.len(), 20, "{objects}");
     for (i, e) in entries.iter().enumerate() {
         assert!(e.starts_with(&format!("ufence-#{i}")), "{e}");
     }
@@ -279,6 +284,55 @@ fn stats_objects_and_set_on_a_running_program() {
     assert!(status.success());
     assert!(!rt.join(format!("{pid}.ufence")).exists());
     assert!(!ok(&rt, &["ps", "--all"]).contains(&pid));
+}
+
+/// `ufence objects` shows a large object with its pages and a 0-byte object as such, in the
+/// large slots after the small ones.
+#[test]
+fn objects_show_large_and_zero_byte_objects() {
+    let rt = runtime_dir("large");
+    let mut svc = start(
+        &rt,
+        "sample_rate=1:max_overhead=0:num_objects=8:num_large_objects=2",
+        "large",
+    );
+    let mut line = String::new();
+    svc.out.read_line(&mut line).unwrap();
+    let mut addrs = line.trim().strip_prefix("held ").unwrap().split(' ');
+    let big = addrs.next().unwrap().to_string();
+    let zero = addrs.next().unwrap().to_string();
+    let pid = svc.pid.to_string();
+    let objects = ok(&rt, &["objects", &pid]);
+    let entries: Vec<&str> = objects
+        .split("---------------------------------\n")
+        .collect();
+    assert_eq!(entries.len(), 10, "{objects}");
+    let big_entry = entries
+        .iter()
+        .position(|e| e.contains(&format!(": {big}-")))
+        .unwrap_or_else(|| panic!("no object at {big}\n{objects}"));
+    assert!(
+        big_entry >= 8,
+        "a large object is in a large slot\n{objects}"
+    );
+    let e = entries[big_entry];
+    assert!(
+        e.contains(", size=10000, align=16, side=")
+            && e.lines().next().unwrap().ends_with(", pages=3"),
+        "{e}"
+    );
+    let e = entries
+        .iter()
+        .find(|e| {
+            e.contains(&format!(
+                ": {zero}-{zero}, size=0 (0-byte allocation), align=16, side=left\n"
+            ))
+        })
+        .unwrap_or_else(|| panic!("no 0-byte object at {zero}\n{objects}"));
+    assert!(e.contains("allocated by thread "), "{e}");
+    // SAFETY: kill with a valid pid and signal.
+    unsafe { libc::kill(svc.pid as i32, libc::SIGTERM) };
+    assert!(svc.child.wait().unwrap().success());
 }
 
 #[test]
@@ -396,7 +450,8 @@ fn prometheus_and_json_output_parse() {
         })
         .collect();
     let parsed = parsed.join("\n");
-    for (pid, slots, interval) in [(a.pid, 20, 5), (b.pid, 30, 7)] {
+    // num_objects=20 and 30, each with the 64 large slots.
+    for (pid, slots, interval) in [(a.pid, 84, 5), (b.pid, 94, 7)] {
         let l = format!("exe=service,pid={pid}");
         for want in [
             format!("ufence_pool_slots|gauge|{l}|{slots}.0"),
@@ -419,7 +474,7 @@ fn prometheus_and_json_output_parse() {
     assert_eq!(v["pid"], a.pid);
     assert_eq!(v["live"], true);
     assert_eq!(v["mode"], "preload");
-    assert_eq!(v["pool_slots"], 20);
+    assert_eq!(v["pool_slots"], 84, "20 small slots and 64 large ones");
     assert_eq!(v["stats"]["enabled"], 1);
     assert_eq!(v["stats"]["sample_interval_ms"], 5);
     assert_eq!(v["settings"]["sample_interval"], "5");
@@ -482,7 +537,8 @@ fn top_shows_processes_and_quits_on_q() {
     let screen = until(&|s| s.contains("sort: samples/s") && s.contains("history of"));
     let row = row_of(&screen, svc.pid);
     assert!(
-        row.contains("/255") && row.contains("5ms") && row.ends_with("  service run"),
+        // 255 small slots and 64 large ones.
+        row.contains("/319") && row.contains("5ms") && row.ends_with("  service run"),
         "{row}"
     );
     assert!(row_of(&screen, other.pid).contains("7ms"), "{screen}");
@@ -701,7 +757,8 @@ fn a_full_runtime_file_system_costs_slots_in_the_file_never_the_program() {
         (5..=20).contains(&published),
         "{published} published:\n{objects}"
     );
-    assert_eq!(objects.matches("unused").count(), 255 - published);
+    // 255 small slots and 64 large ones.
+    assert_eq!(objects.matches("unused").count(), 319 - published);
     signal(svc.pid, libc::SIGTERM);
     let status = svc.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "the program must end normally");

@@ -101,8 +101,8 @@ fn hostile_and_truncated_control_files_are_counted_and_never_fail_the_scrape() {
     assert_eq!(value(&m, "ufence_host_bugs_total"), 1.0);
     assert_eq!(
         value(&m, "ufence_pool_slots{"),
-        255.0,
-        "one process only: {m}"
+        319.0,
+        "one process only (255 small slots, 64 large): {m}"
     );
 
     // A directory others can write to is refused in one line.

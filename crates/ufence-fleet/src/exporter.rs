@@ -143,7 +143,9 @@ impl Exporter {
                 }
                 track.bugs = stats.total_bugs;
                 let since = now.duration_since(track.changed);
-                let full = stats.currently_allocated >= u64::from(snap.header().nslots);
+                // Full as far as the small slots go (most objects are small; a large object
+                // counted here only makes it look fuller, and starving also needs no sample).
+                let full = stats.currently_allocated >= snap.small_slots();
                 let starving = snap.live() && full && since >= self.starve_after;
                 let labels = metrics::process_labels(&snap, true);
                 procs.push(Proc {

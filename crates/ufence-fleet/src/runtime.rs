@@ -202,6 +202,16 @@ impl Snapshot {
     pub fn options_text(&self) -> String {
         text(&self.block.header.options)
     }
+    /// The small slots (`num_objects` in force): the first of the header's `nslots`, the rest
+    /// being large slots for objects over a page. All of them for a block that does not say.
+    pub fn small_slots(&self) -> u64 {
+        let all = u64::from(self.block.header.nslots);
+        self.options_text()
+            .split(' ')
+            .find_map(|kv| kv.strip_prefix("num_objects="))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(all, |n| n.min(all))
+    }
     /// The runtime options as the process holds them now.
     pub fn knob_options(&self) -> Options {
         self.block.knobs.read_into(&Options::DEFAULT)

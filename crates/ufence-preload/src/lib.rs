@@ -5,9 +5,10 @@
 //! program's lookup order (glibc's, or jemalloc, tcmalloc, mimalloc: see [`next`]), and so do
 //! the other allocators' own entry points that take a pointer ([`extended`]) and the C++
 //! operators ([`cxx`]). Sampled requests are served from the guarded pool by the `ufence`
-//! crate. Semantics (return values, `errno`, edge cases) are
-//! glibc's: the sampled path only takes requests it can serve exactly as glibc would, and leaves
-//! everything unusual (bad alignments, size 0, huge sizes) to glibc.
+//! crate. Semantics (return values, `errno`, edge cases) are the next allocator's: the sampled
+//! path only takes requests it can serve exactly as glibc would (size 0 too: a unique pointer
+//! that no access may use), and leaves everything unusual (bad alignments, sizes over
+//! `max_object_size`) to the next allocator.
 //!
 //! The crate is built with `panic = "abort"`, and nothing here can panic: no unwinding ever
 //! crosses the C ABI.
@@ -247,8 +248,8 @@ pub extern "C" fn valloc(size: usize) -> *mut c_void {
 pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
     if uf::sample_tick() {
         let page = uf::sys::page_size();
-        // pvalloc(0) stays glibc's (a minimum chunk): size 0 is never sampled.
-        if let Some(rounded) = size.checked_next_multiple_of(page) {
+        // pvalloc(0) stays glibc's (a minimum chunk the program may use), not a 0-byte object.
+        if let Some(rounded) = size.checked_next_multiple_of(page).filter(|&r| r > 0) {
             let p = uf::alloc_slow(rounded, page, &DEFAULTS);
             if !p.is_null() {
                 return p.cast();

@@ -133,6 +133,7 @@ impl Programs {
 
 const SOURCES: &[(&str, &str)] = &[
     ("bugs", "bugs.c"),
+    ("large", "large.c"),
     ("aligned", "aligned.c"),
     ("clean", "clean.c"),
     ("churn", "churn.c"),
@@ -503,6 +504,7 @@ fn parse_object(line: &str) -> Option<Object> {
     let (start, end) = parts.next()?.split_once('-')?;
     let mut field = |name: &str| parts.next()?.strip_prefix(name).map(str::to_string);
     let size = field("size=")?;
+    let size = size.strip_suffix(" (0-byte allocation)").unwrap_or(&size);
     let align = field("align=")?;
     let side = field("side=")?;
     Some(Object {
@@ -673,7 +675,10 @@ impl Report {
         }
         assert!(
             self.headline.contains(&format!("ufence-#{})", o.index))
-                || self.headline.contains(&format!("ufence-#{}):", o.index)),
+                || self.headline.contains(&format!("ufence-#{}):", o.index))
+                || self
+                    .headline
+                    .contains(&format!("ufence-#{}, a 0-byte", o.index)),
             "the headline should name ufence-#{}\n{}",
             o.index,
             self.text
@@ -1036,6 +1041,356 @@ fn memory_corruption_left_of_object() {
     r.assert_alloc(&["alloc_right_slack", "main"]);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Objects over a page, 0-byte objects and page-overaligned requests (tests/c/large.c)
+// ---------------------------------------------------------------------------------------------
+
+/// The object line names the pages a large object uses.
+fn assert_pages(r: &Report, pages: u64) {
+    let line = format!(", pages={pages}");
+    assert!(
+        r.text
+            .lines()
+            .any(|l| l.starts_with("ufence-#") && l.ends_with(&line)),
+        "the object line should end with {line:?}\n{}",
+        r.text
+    );
+}
+
+#[test]
+fn large_out_of_bounds_read_and_write_right() {
+    for (mode, kind, f) in [
+        ("oob_read_right", "read", "read_at"),
+        ("oob_write_right", "write", "write_at"),
+    ] {
+        let (out, r) = bug("large", mode);
+        let obj = out.address("obj");
+        r.assert_title(&format!("out-of-bounds {kind}"), f);
+        let n = r.object().index;
+        assert!(n >= 255, "a large object is in a large slot\n{}", r.text);
+        r.assert_headline(&format!(
+            "Out-of-bounds {kind} at {:#x} (1B right of ufence-#{n}):",
+            obj + 10000
+        ));
+        r.assert_object(obj, 10000, 16, Some("right"));
+        assert_pages(&r, 3);
+        r.assert_access(&[f, "main"]);
+        r.assert_alloc(&["big_right", "main"]);
+    }
+}
+
+#[test]
+fn large_out_of_bounds_read_and_write_left() {
+    for (mode, kind, f) in [
+        ("oob_read_left", "read", "read_at"),
+        ("oob_write_left", "write", "write_at"),
+    ] {
+        let (out, r) = bug("large", mode);
+        let obj = out.address("obj");
+        r.assert_title(&format!("out-of-bounds {kind}"), f);
+        let n = r.object().index;
+        r.assert_headline(&format!(
+            "Out-of-bounds {kind} at {:#x} (1B left of ufence-#{n}):",
+            obj - 1
+        ));
+        r.assert_object(obj, 10000, 16, Some("left"));
+        assert_pages(&r, 3);
+        r.assert_alloc(&["big_left", "main"]);
+    }
+}
+
+/// The pages of a large slot that its object does not use are inaccessible: an underflow
+/// past a right-placed object's first page, an overflow past a left-placed one's last page.
+#[test]
+fn large_slot_unused_pages_fault() {
+    let (out, r) = bug("large", "underflow_unused_page");
+    let obj = out.address("obj");
+    let n = r.object().index;
+    let dist = obj % 4096 + 1;
+    r.assert_title("out-of-bounds read", "read_at");
+    r.assert_headline(&format!(
+        "Out-of-bounds read at {:#x} ({dist}B left of ufence-#{n}):",
+        obj - dist
+    ));
+    r.assert_object(obj, 10000, 16, Some("right"));
+
+    let (out, r) = bug("large", "overflow_unused_page");
+    let obj = out.address("obj");
+    let n = r.object().index;
+    r.assert_title("out-of-bounds write", "write_at");
+    r.assert_headline(&format!(
+        "Out-of-bounds write at {:#x} (2289B right of ufence-#{n}):",
+        obj + 3 * 4096
+    ));
+    r.assert_object(obj, 10000, 16, Some("left"));
+}
+
+#[test]
+fn large_use_after_free_anywhere() {
+    for (mode, kind, f, offset) in [
+        ("uaf_read", "read", "read_at", 5000),
+        ("uaf_write_end", "write", "write_at", 9999),
+    ] {
+        let (out, r) = bug("large", mode);
+        let obj = out.address("obj");
+        r.assert_title(&format!("use-after-free {kind}"), f);
+        let n = r.object().index;
+        r.assert_headline(&format!(
+            "Use-after-free {kind} at {:#x} (in ufence-#{n}):",
+            obj + offset
+        ));
+        r.assert_object(obj, 10000, 16, None);
+        assert_pages(&r, 3);
+        r.assert_alloc(&["make_big", "main"]);
+        r.assert_freed(&["free_big", "main"]);
+    }
+}
+
+#[test]
+fn large_double_and_invalid_free() {
+    let (out, r) = bug("large", "double_free");
+    let obj = out.address("obj");
+    r.assert_title("double free", "free_again");
+    let n = r.object().index;
+    r.assert_headline(&format!("Double free of {obj:#x} (in ufence-#{n}):"));
+    r.assert_object(obj, 10000, 16, None);
+    r.assert_freed(&["free_big", "main"]);
+
+    let (out, r) = bug("large", "invalid_free");
+    let obj = out.address("obj");
+    r.assert_title("invalid free", "free_big");
+    let n = r.object().index;
+    r.assert_headline(&format!(
+        "Invalid free of {:#x} (4096B inside ufence-#{n}):",
+        obj + 4096
+    ));
+    r.assert_object(obj, 10000, 16, None);
+}
+
+/// In continue mode the fault handler opens the page a use-after-free touched; when the slot
+/// is reused the page is closed again, so a second stale access still faults.
+#[test]
+fn reused_large_slot_is_closed_again() {
+    let out = exec(program("large"), &["reopened"])
+        .under(Under::Options(
+            "sample_rate=1:max_overhead=0:skip_covered_thresh=100:num_large_objects=1",
+        ))
+        .run();
+    out.assert_exit_code(42);
+    let (obj, new) = (out.address("obj"), out.address("new"));
+    let reports = parse_reports(&out.stderr).unwrap_or_else(|e| panic!("{e}\n{}", out.context()));
+    assert_eq!(reports.len(), 2, "{}", out.context());
+    reports[0].assert_title("use-after-free write", "write_at");
+    reports[0].assert_headline(&format!(
+        "Use-after-free write at {:#x} (in ufence-#{}):",
+        obj + 9000,
+        reports[0].object().index
+    ));
+    // The slot now holds the new object: the stale write is outside it, in its slot.
+    reports[1].assert_title("out-of-bounds write", "write_at");
+    assert_eq!(reports[1].object().start, new, "{}", out.context());
+}
+
+/// The partial pages of a large object hold the canary: a write there is found at free.
+#[test]
+fn large_memory_corruption_in_partial_pages() {
+    let (out, r) = bug("large", "corrupt_right");
+    let obj = out.address("obj");
+    r.assert_title("memory corruption", "free_big");
+    let (addr, marks, n) = parse_corruption(&r);
+    assert_eq!(addr, obj + 10003, "first damaged byte\n{}", r.text);
+    assert_eq!(n, r.object().index, "object number\n{}", r.text);
+    assert_eq!(marks.first().map(String::as_str), Some("!"), "{}", r.text);
+    assert_eq!(marks.len(), 16, "{}", r.text);
+    r.assert_object(obj, 10000, 16, Some("left"));
+
+    let (out, r) = bug("large", "corrupt_left");
+    let obj = out.address("obj");
+    let (addr, marks, _) = parse_corruption(&r);
+    assert_eq!(addr, obj - 5, "first damaged byte\n{}", r.text);
+    assert_eq!(marks, ["!", ".", ".", ".", "."], "damage marks\n{}", r.text);
+    r.assert_object(obj, 10000, 16, Some("right"));
+}
+
+/// `malloc(0)` and `calloc(0, n)`: any access to the object faults, and the report says it is
+/// a 0-byte allocation.
+#[test]
+fn zero_size_objects_catch_any_access() {
+    for (mode, kind, f) in [
+        ("zero_read", "out-of-bounds read", "read_at"),
+        ("zero_calloc_write", "out-of-bounds write", "write_at"),
+    ] {
+        let (out, r) = bug("large", mode);
+        let obj = out.address("obj");
+        r.assert_title(kind, f);
+        let n = r.object().index;
+        let access = if kind.ends_with("read") {
+            "read"
+        } else {
+            "write"
+        };
+        r.assert_headline(&format!(
+            "Out-of-bounds {access} at {obj:#x} (1B right of ufence-#{n}, a 0-byte allocation):"
+        ));
+        r.assert_object(obj, 0, 16, Some("left"));
+        assert!(
+            r.text.contains(", size=0 (0-byte allocation), "),
+            "object line\n{}",
+            r.text
+        );
+    }
+    let (out, r) = bug("large", "zero_uaf");
+    let obj = out.address("obj");
+    r.assert_title("use-after-free read", "read_at");
+    let n = r.object().index;
+    r.assert_headline(&format!(
+        "Use-after-free read at {obj:#x} (in ufence-#{n}):"
+    ));
+    r.assert_freed(&["free_big", "main"]);
+}
+
+/// A request aligned beyond a page is sampled, aligned, and guarded.
+#[test]
+fn overaligned_object_is_guarded() {
+    let (out, r) = bug("large", "aligned_overflow");
+    let obj = out.address("obj");
+    assert_eq!(obj % 16384, 0, "alignment\n{}", r.text);
+    r.assert_title("out-of-bounds read", "read_at");
+    let n = r.object().index;
+    r.assert_headline(&format!(
+        "Out-of-bounds read at {:#x} (1B right of ufence-#{n}):",
+        obj + 3 * 16384
+    ));
+    r.assert_object(obj, 3 * 16384, 16384, None);
+    assert_pages(&r, 12);
+}
+
+/// Runs `large ARGS` plain, at sample_rate=1 and at the defaults: the same stdout and status,
+/// no report; at sample_rate=1, `exact` of its objects had exactly their requested usable size
+/// (pool objects: the allocator's chunks hold more), so they were in the pool.
+fn same_output_sampled(args: &[&str], exact: u64) -> Vec<Out> {
+    let e = || exec(program("large"), args);
+    let outs = run_all(&[
+        e().under(Under::Plain),
+        e().under(Under::Options(RATE1)),
+        e().under(Under::Defaults),
+    ]);
+    let plain = &outs[0];
+    for out in &outs[1..] {
+        out.assert_no_report();
+        assert_eq!(
+            (out.status.code(), &out.stdout),
+            (plain.status.code(), &plain.stdout),
+            "status or stdout differ from the plain run\n{}\n=== plain ===\n{}",
+            out.context(),
+            plain.context()
+        );
+    }
+    let want = format!("exact={exact}");
+    assert!(
+        outs[1].stderr.lines().any(|l| l == want),
+        "{want}: not every object was in the pool\n{}",
+        outs[1].context()
+    );
+    outs
+}
+
+/// Every aligned function with alignments up to 32 KiB and sizes 0 to 20000, valloc and
+/// pvalloc: aligned and usable, the same output as without ufence.
+#[test]
+fn aligned_requests_beyond_a_page() {
+    let outs = same_output_sampled(&["aligned_check"], 180);
+    outs[0].assert_exit_code(42);
+    outs[0].assert_line("aligned: 182 requests, 0 bad");
+}
+
+/// `malloc_usable_size` of each kind of pool object is the size asked for (0 for a 0-byte
+/// object); a request too large for a slot with its alignment stays the allocator's.
+#[test]
+fn usable_size_of_every_kind() {
+    let out = exec(program("large"), &["usable_sizes"])
+        .under(Under::Options(RATE1))
+        .run();
+    out.assert_exit_code(42);
+    for line in [
+        "usable 0: 0 0",
+        "usable 1: 1 1",
+        "usable 4096: 4096 4096",
+        "usable 4097: 4097 4097",
+    ] {
+        assert!(
+            out.stderr.lines().any(|l| l == line),
+            "no {line:?}\n{}",
+            out.context()
+        );
+    }
+    // 65536 bytes fit a large slot; aligned to 8192 they would need one more page.
+    let last = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("usable 65536: "))
+        .unwrap_or_else(|| panic!("no 65536 line\n{}", out.context()));
+    assert!(
+        last.starts_with("usable 65536: 65536 "),
+        "{}",
+        out.context()
+    );
+    assert_ne!(last, "usable 65536: 65536 65536", "{}", out.context());
+}
+
+/// realloc chains through small and large sizes and back keep the data, with and without
+/// ufence alike.
+#[test]
+fn realloc_across_classes_keeps_data() {
+    // Every step but 70000 bytes (over max_object_size) ends in the pool.
+    let outs = same_output_sampled(&["realloc_chain"], 8);
+    outs[0].assert_exit_code(42);
+    for out in &outs {
+        out.assert_line("realloc 100 -> 5000: kept");
+        out.assert_line("realloc 4097 -> 65536: kept");
+    }
+}
+
+/// Many large buffers (and 0-byte ones) allocated, written, checked and freed, every one in the
+/// pool: the output is byte for byte the plain run's.
+#[test]
+fn clean_large_buffers() {
+    let outs = same_output_sampled(&["churn", "3000"], 6000);
+    outs[0].assert_exit_code(42);
+}
+
+/// Freed large objects' pages go back to the kernel: a thousand 1 MiB buffers, each sampled
+/// into a slot of its own, never use more than a few of them at once.
+#[test]
+fn freed_large_objects_give_their_memory_back() {
+    let out = exec(program("large"), &["rss", "1000"])
+        .under(Under::Options(
+            "sample_rate=1:max_overhead=0:skip_covered_thresh=100:num_large_objects=1000:max_object_size=1048576",
+        ))
+        .run();
+    out.assert_exit_code(42);
+    out.assert_no_report();
+    let field = |key: &str| -> u64 {
+        out.stderr
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key}\n{}", out.context()))
+    };
+    assert_eq!(
+        field("exact="),
+        1000,
+        "every buffer sampled\n{}",
+        out.context()
+    );
+    let peak = field("peak_rss_kib=");
+    assert!(
+        peak < 64 * 1024,
+        "peak RSS {peak} KiB for 1 MiB at a time\n{}",
+        out.context()
+    );
+}
+
 /// A libc function overflowing a right-placed 32-byte object: the fault is inside libc, the
 /// report must still say which access it was, and the stack must go on into the program.
 fn libc_overflow(mode: &str, kind: &str, caller: &str, max_past: u64) {
@@ -1287,6 +1642,38 @@ fn cxx_new_array_out_of_bounds() {
     ));
     r.assert_object(obj, 32, 16, Some("right"));
     r.assert_alloc(&["make_array", "make_array_right", "main"]);
+}
+
+/// `new char[0]`: a 0-byte object that no access may touch.
+#[test]
+fn cxx_new_zero_length_array() {
+    let (out, r) = bug("cxx", "new_zero");
+    let obj = out.address("obj");
+    r.assert_title("out-of-bounds read", "read_elem");
+    let n = r.object().index;
+    r.assert_headline(&format!(
+        "Out-of-bounds read at {obj:#x} (1B right of ufence-#{n}, a 0-byte allocation):"
+    ));
+    r.assert_object(obj, 0, 16, Some("left"));
+    r.assert_alloc(&["make_array", "main"]);
+}
+
+/// C++17 aligned `new` of a type aligned to 8 KiB (16 KiB long): sampled, aligned,
+/// and an underflow before it faults.
+#[test]
+fn cxx_aligned_new_beyond_a_page() {
+    let (out, r) = bug("cxx", "aligned_new_oob");
+    let obj = out.address("obj");
+    assert_eq!(obj % 8192, 0, "alignment\n{}", r.text);
+    r.assert_title("out-of-bounds read", "read_elem");
+    let n = r.object().index;
+    r.assert_headline(&format!(
+        "Out-of-bounds read at {:#x} (1B left of ufence-#{n}):",
+        obj - 1
+    ));
+    // alignas pads the type to a multiple of its alignment: 16384 bytes.
+    r.assert_object(obj, 16384, 8192, None);
+    r.assert_alloc(&["make_paged", "main"]);
 }
 
 #[test]

@@ -399,6 +399,7 @@ fn json_reports_follow_the_schema_and_match_the_text() {
     let end =
         u64::from_str_radix(obj["end"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
     assert_eq!(end - start, 63);
+    assert_eq!(obj["pages"], 1, "a 64-byte object uses one page");
     let addr = u64::from_str_radix(
         v["access"]["address"]
             .as_str()

@@ -2,7 +2,7 @@
 //! free of a pool object (with the errors found there), and reporting.
 
 use crate::options::{self, Options};
-use crate::pool::{Pool, Record, SpinLock, ALLOCATED, FREED, FREEING, UNUSED};
+use crate::pool::{Class, Pool, Record, SpinLock, ALLOCATED, FREED, FREEING, UNUSED};
 use crate::report::{self, Error, Kind};
 use crate::sampler::{self, Fit, Verdict};
 use crate::stack::{self, Stack};
@@ -139,15 +139,18 @@ fn start(defaults: &Options) -> bool {
     let mut opts = *defaults;
     options::apply_env(&mut opts);
     let seed = sys::random_u64();
-    opts.num_objects = within_map_limit(opts.num_objects);
-    let nslots = opts.num_objects as usize;
+    (opts.num_objects, opts.num_large_objects) =
+        within_map_limit(opts.num_objects, opts.num_large_objects);
+    let nsmall = opts.num_objects as usize;
+    let nlarge = opts.num_large_objects as usize;
+    let nslots = nsmall + nlarge;
     let block = control::create(nslots, &opts, is_preload());
     // The pool's slots are private; the control block gets a copy of each change (see
     // `control::mirror`).
     let slots = sys::map_rw(nslots * core::mem::size_of::<crate::pool::Slot>());
     let pool = block
         .and(slots)
-        .and_then(|t| Pool::new(nslots, seed, t.cast()));
+        .and_then(|t| Pool::new(nsmall, nlarge, opts.large_pages(), seed, t.cast()));
     let (Some(block), Some(pool)) = (block, pool) else {
         if block.is_some() {
             // The process runs on without ufence: it must not look like a crash later.
@@ -187,26 +190,29 @@ fn start(defaults: &Options) -> bool {
     true
 }
 
-/// Every live object splits the pool's mapping in three, so N live objects cost up to 2N+1 of
-/// the process's `vm.max_map_count` mappings (65530 by default). ufence keeps to an eighth of
-/// the limit, so that the program's own mmap, malloc and fopen never fail because of it.
-fn within_map_limit(wanted: u64) -> u64 {
+/// Every live object splits the pool's mapping in three (a large one too: only its pages are
+/// made accessible), so N live objects cost up to 2N+1 of the process's `vm.max_map_count`
+/// mappings (65530 by default), and the two regions 2 more. ufence keeps to an eighth of the
+/// limit, so that the program's own mmap, malloc and fopen never fail because of it: small
+/// slots first, the large ones get what is left.
+fn within_map_limit(small: u64, large: u64) -> (u64, u64) {
     let limit = sys::read_number(c"/proc/sys/vm/max_map_count").unwrap_or(65530);
-    let max = (limit / 8).saturating_sub(1) / 2;
-    if wanted > max {
-        let mut line = crate::fmt::BufWriter::<160>::new();
-        let _ = core::fmt::Write::write_fmt(
-            &mut line,
-            format_args!(
-                "num_objects={wanted} needs up to {} mappings, over an eighth of vm.max_map_count={limit}; using {max}",
-                2 * wanted + 1
-            ),
-        );
-        warn(core::str::from_utf8(line.as_bytes()).unwrap_or("num_objects lowered"));
-        max.max(1)
-    } else {
-        wanted
+    let max = (limit / 8).saturating_sub(2) / 2;
+    if small + large <= max {
+        return (small, large);
     }
+    let small_ok = small.min(max).max(1);
+    let large_ok = large.min(max.saturating_sub(small_ok));
+    let mut line = crate::fmt::BufWriter::<200>::new();
+    let _ = core::fmt::Write::write_fmt(
+        &mut line,
+        format_args!(
+            "num_objects={small} and num_large_objects={large} need up to {} mappings, over an eighth of vm.max_map_count={limit}; using {small_ok} and {large_ok}",
+            2 * (small + large) + 2
+        ),
+    );
+    warn(core::str::from_utf8(line.as_bytes()).unwrap_or("num_objects lowered"));
+    (small_ok, large_ok)
 }
 
 extern "C" fn fork_prepare() {
@@ -264,8 +270,8 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
     sampler::hold();
     let ready = ensure_started(defaults);
     control::name_if_unnamed();
-    let page = sys::page_size();
-    let fit = if size == 0 || size > page || align > page {
+    let class = pool().and_then(|p| p.class_for(size, align.max(1)));
+    let fit = if ready && class.is_none() {
         Fit::Incompatible
     } else if size as u64 >= sampler::knobs().size_min.load(Relaxed)
         && size as u64 <= sampler::knobs().size_max.load(Relaxed)
@@ -274,18 +280,25 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
     } else {
         Fit::Filtered
     };
-    let occupancy = pool().map_or(0, |p| (1000 - p.free_slots() * 1000 / p.nslots) as u64);
+    // The share of the request's class in use, per mille.
+    let occupancy = match (pool(), class) {
+        (Some(p), Some(c)) => {
+            let n = p.class_slots(c).max(1);
+            (1000 - p.free_slots(c) * 1000 / n) as u64
+        }
+        _ => 0,
+    };
     let mut p = core::ptr::null_mut();
     if let Verdict::Sample { timed } = sampler::decide(ready, fit, counters(), occupancy) {
-        if let Some(pool) = pool() {
+        if let (Some(pool), Some(class)) = (pool(), class) {
             let t0 = sys::now_ns();
-            if pool.free_slots() == 0 {
+            if pool.free_slots(class) == 0 {
                 // A pool full of long-lived objects stays full until some are freed: look
                 // again a little later rather than on every allocation.
                 Counters::bump(&counters().skipped_capacity);
                 sampler::pause(64);
             } else if within_budget(t0) {
-                p = sampled_alloc(pool, size, align.max(1), occupancy, timed);
+                p = sampled_alloc(pool, class, size, align.max(1), occupancy, timed);
                 counters().pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
             } else {
                 // Over budget: let this thread's next allocations through untouched rather
@@ -301,7 +314,14 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
 
 /// A sampled allocation: its stack first (the site decides whether it is covered), then a slot.
 #[inline(never)]
-fn sampled_alloc(pool: &Pool, size: usize, align: usize, occupancy: u64, timed: bool) -> *mut u8 {
+fn sampled_alloc(
+    pool: &Pool,
+    class: Class,
+    size: usize,
+    align: usize,
+    occupancy: u64,
+    timed: bool,
+) -> *mut u8 {
     let stack = stack::capture(stack::approx_sp());
     let site = covered::site_hash(stack.frames());
     // A refusal below gives up this sample, as KFENCE does: handing it on to the next
@@ -319,7 +339,7 @@ fn sampled_alloc(pool: &Pool, size: usize, align: usize, occupancy: u64, timed: 
         Counters::bump(&counters().skipped_filtered);
         return core::ptr::null_mut();
     }
-    pool_alloc(pool, size, align, stack, site)
+    pool_alloc(pool, class, size, align, stack, site)
 }
 
 /// Time sampled operations may use freely before the budget applies (several thousand
@@ -340,34 +360,54 @@ fn within_budget(now: u64) -> bool {
     spent < BUDGET_GRACE_NS.max(elapsed / 100 * pct)
 }
 
-fn pool_alloc(pool: &Pool, size: usize, align: usize, stack: Stack, site: u64) -> *mut u8 {
+fn pool_alloc(
+    pool: &Pool,
+    class: Class,
+    size: usize,
+    align: usize,
+    stack: Stack,
+    site: u64,
+) -> *mut u8 {
     ensure_own();
-    let Some(i) = pool.pop() else {
+    let Some(i) = pool.pop(class) else {
         Counters::bump(&counters().skipped_capacity);
         return core::ptr::null_mut();
     };
     fault::ensure_installed();
-    let page = pool.page_of_slot(i);
-    if !sys::protect(page as *mut u8, pool.page, true) {
+    let start = pool.page_of_slot(i);
+    let end = start + pool.slot_len(i);
+    // A 0-byte object sits at the slot's start with every page of the slot inaccessible, so
+    // that any access to it faults. Others go to the left or the right edge at random; the
+    // class was chosen so that the object fits either way with its alignment.
+    let right = size > 0 && sampler::random_bit();
+    let addr = if right {
+        (end - size) & !(align - 1)
+    } else {
+        start.next_multiple_of(align)
+    };
+    let (lo, hi) = (
+        addr & !(pool.page - 1),
+        (addr + size).next_multiple_of(pool.page),
+    );
+    if pool.slot_opened(i).swap(false, AcqRel) {
+        // The fault handler opened a page of this slot after its last free (an access to the
+        // freed object, or to an unused page): closed again before the slot is used.
+        sys::protect(start as *mut u8, end - start, false);
+    }
+    if lo < hi && !sys::protect(lo as *mut u8, hi - lo, true) {
         // Most likely the map-count limit: give the slot back and stop sampling for good.
         pool.push(i);
         sampler::knobs().enabled.store(false, Relaxed);
         warn("mprotect failed (map-count limit?); sampling is off, the program runs on");
         return core::ptr::null_mut();
     }
-    for k in [i, i + 1] {
+    let left = pool.left_guard(i);
+    for k in [left, left + 1] {
         if pool.guard_opened(k).swap(false, AcqRel) {
-            let g = pool.base + 2 * k * pool.page;
-            sys::protect(g as *mut u8, pool.page, false);
+            sys::protect(pool.guard_addr(k) as *mut u8, pool.page, false);
         }
     }
-    pool.fill_canary(i);
-    let right = sampler::random_bit();
-    let addr = if right {
-        (page + pool.page - size) & !(align - 1)
-    } else {
-        page
-    };
+    pool.fill_canary(lo, hi);
     // SAFETY: slot i was popped from the FIFO by this thread, which owns it until it publishes
     // ALLOCATED below.
     let s = unsafe { pool.slot_mut(i) };
@@ -434,7 +474,7 @@ fn free_in_pool(pool: &Pool, p: usize, entry_sp: usize) {
     let s = unsafe { pool.slot_mut(i) };
     let here = stack::capture(entry_sp);
     s.free = Record::here(&here);
-    if let Some(damaged) = pool.first_damaged(s, i) {
+    if let Some(damaged) = pool.first_damaged(s) {
         report_error(
             pool,
             &Error {
@@ -447,7 +487,13 @@ fn free_in_pool(pool: &Pool, p: usize, entry_sp: usize) {
             },
         );
     }
-    sys::protect(pool.page_of_slot(i) as *mut u8, pool.page, false);
+    // The whole slot: the fault handler may have opened one of its unused pages. A large
+    // object's pages are also given back to the kernel; they stay inaccessible.
+    let (start, len) = (pool.page_of_slot(i), pool.slot_len(i));
+    sys::protect(start as *mut u8, len, false);
+    if pool.is_large(i) {
+        sys::discard(start as *mut u8, len);
+    }
     pool.covered.remove(s.site);
     s.state.store(FREED, Release);
     control::mirror(i, s);

@@ -183,19 +183,33 @@ fn handle(pool: &Pool, addr: usize, ctx: *mut libc::c_void) -> bool {
     let place = pool.place(addr);
     let (kind, object) = match place {
         Place::Object(i) => {
-            let st = pool.slot(i).state.load(Acquire);
-            if is_freed(st) {
-                (Kind::UseAfterFree, Some(i))
-            } else if st == ALLOCATED {
+            let s = pool.slot(i);
+            let st = s.state.load(Acquire);
+            let (lo, hi) = pool.object_pages(s);
+            if st == ALLOCATED && addr >= lo && addr < hi {
                 // A stale access that raced with the slot's reuse finds the page open when it
                 // retries. A second fault at the same address means the page's protection was
                 // changed by the program itself (mprotect): that fault is the program's.
                 return crate::sampler::first_fault_at(addr);
+            }
+            // A freed object's pages (at least one: a 0-byte object's first).
+            if is_freed(st) && addr >= lo && addr < hi.max(lo + pool.page) {
+                (Kind::UseAfterFree, Some(i))
+            } else if st == ALLOCATED || pool.is_large(i) {
+                // The inaccessible part of a slot: the unused pages of a large slot, the page
+                // of a 0-byte object. KFENCE's rule for guards applies.
+                let same = |j: usize| pool.is_large(j) == pool.is_large(i);
+                let left = i.checked_sub(1).filter(|&j| same(j));
+                let right = Some(i + 1).filter(|&j| j < pool.nslots && same(j));
+                match nearest_allocated(pool, addr, &[left, Some(i), right]) {
+                    Some(j) => (Kind::OutOfBounds, Some(j)),
+                    None => (Kind::Invalid, None),
+                }
             } else {
                 (Kind::Invalid, None)
             }
         }
-        Place::Guard { left, right } => match nearest_allocated(pool, addr, left, right) {
+        Place::Guard { left, right } => match nearest_allocated(pool, addr, &[left, right]) {
             Some(i) => (Kind::OutOfBounds, Some(i)),
             None => (Kind::Invalid, None),
         },
@@ -219,36 +233,37 @@ fn handle(pool: &Pool, addr: usize, ctx: *mut libc::c_void) -> bool {
     if !sys::protect(page as *mut u8, pool.page, true) {
         sys::abort_now();
     }
-    // A guard is closed again when one of its neighbours is next allocated; an object page
-    // when its slot is reused (allocation opens it, free closes it).
-    if let Place::Guard { .. } = place {
-        let k = (page - pool.base) / pool.page / 2;
-        pool.guard_opened(k).store(true, Release);
+    // A guard is closed again when one of its neighbours is next allocated; a slot's page when
+    // the slot is freed (the whole slot is closed), or, opened after the free, before the slot
+    // is next used.
+    match place {
+        Place::Guard { .. } => {
+            if let Some(k) = pool.guard_at(page) {
+                pool.guard_opened(k).store(true, Release);
+            }
+        }
+        Place::Object(i) => pool.slot_opened(i).store(true, Release),
     }
     true
 }
 
-/// KFENCE's attribution of a guard-page fault: the allocated neighbour nearest to `addr`.
-fn nearest_allocated(
-    pool: &Pool,
-    addr: usize,
-    left: Option<usize>,
-    right: Option<usize>,
-) -> Option<usize> {
-    let live = |i: usize| pool.slot(i).state.load(Acquire) == ALLOCATED;
-    let l = left.filter(|&i| live(i)).map(|i| {
-        let s = pool.slot(i);
-        (i, addr.saturating_sub(s.addr + s.size))
-    });
-    let r = right
-        .filter(|&i| live(i))
-        .map(|i| (i, pool.slot(i).addr.saturating_sub(addr)));
-    match (l, r) {
-        (Some(a), Some(b)) => Some(if b.1 < a.1 { b.0 } else { a.0 }),
-        (Some(a), None) => Some(a.0),
-        (None, Some(b)) => Some(b.0),
-        (None, None) => None,
-    }
+/// KFENCE's attribution of a guard-page fault: the allocated object nearest to `addr` among
+/// the candidate slots (the guard's neighbours; for an inaccessible part of a slot, the slot
+/// and its neighbours).
+fn nearest_allocated(pool: &Pool, addr: usize, candidates: &[Option<usize>]) -> Option<usize> {
+    candidates
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|&i| pool.slot(i).state.load(Acquire) == ALLOCATED)
+        .min_by_key(|&i| {
+            let s = pool.slot(i);
+            if addr < s.addr {
+                s.addr - addr
+            } else {
+                addr.saturating_sub(s.addr + s.size)
+            }
+        })
 }
 
 /// Passes a fault that is not ours to the handler installed before ours (or since), as the

@@ -313,6 +313,8 @@ fn document(
             j.num(s.align as u64);
             j.key("side");
             j.text(if s.right != 0 { "right" } else { "left" });
+            j.key("pages");
+            j.num(crate::report::object_pages(s, pool.page) as u64);
             let freed = s.state.load(core::sync::atomic::Ordering::Acquire) == FREED;
             j.key("state");
             j.text(if freed { "freed" } else { "allocated" });

@@ -38,6 +38,7 @@ use core::alloc::{GlobalAlloc, Layout};
 
 pub use detector::{exit_status, is_preload, mark_preload, options_in_force, owns};
 pub use options::{OnError, Options};
+pub use report::write_object_line;
 pub use stats::Stats;
 
 pub(crate) use detector::since_start_ns;

@@ -138,21 +138,38 @@ impl SizeRange {
     pub fn contains(&self, size: usize) -> bool {
         self.min <= size && size <= self.max
     }
-    /// True when no size in the range can ever be sampled: objects larger than a page never
-    /// are (see README, "Limits").
-    pub fn beyond_page(&self) -> bool {
-        self.min > crate::sys::page_size()
+    /// True when no size in the range can ever be sampled: objects larger than `largest`
+    /// ([`Options::largest_sampled`]) never are (see README, "Limits").
+    pub fn beyond(&self, largest: usize) -> bool {
+        self.min > largest
     }
-    /// The warning for a range that [`beyond_page`](Self::beyond_page), without the
+    /// The warning for a range that is [`beyond`](Self::beyond) `largest`, without the
     /// `ufence: warning: ` prefix.
-    pub fn write_beyond_page(&self, out: &mut dyn Write) -> core::fmt::Result {
+    pub fn write_beyond(&self, largest: usize, out: &mut dyn Write) -> core::fmt::Result {
         out.write_str("sample_sizes=")?;
         self.write(out)?;
         write!(
             out,
-            " can never be sampled (objects over a page, {} bytes, never are): nothing will be sampled",
-            crate::sys::page_size()
+            " can never be sampled (objects over {largest} bytes never are: max_object_size, num_large_objects): nothing will be sampled"
         )
+    }
+}
+
+impl Options {
+    /// Pages of a large slot: `max_object_size` rounded up to whole pages, at least two (a
+    /// one-page large slot would only serve page-aligned one-page requests).
+    pub fn large_pages(&self) -> usize {
+        let page = crate::sys::page_size();
+        (self.max_object_size as usize).div_ceil(page).max(2)
+    }
+
+    /// The largest request that can ever go to the pool.
+    pub fn largest_sampled(&self) -> usize {
+        if self.num_large_objects == 0 {
+            crate::sys::page_size()
+        } else {
+            self.large_pages() * crate::sys::page_size()
+        }
     }
 }
 
@@ -308,6 +325,10 @@ declare_options! {
     sample_rate: u64 = 0, "0", range 0..=1_000_000_000, runtime true;
     /// Slots in the guarded pool (KFENCE's default is 255); each costs two pages of address space.
     num_objects: u64 = 255, "255", range 1..=65_535, runtime false;
+    /// Slots for objects over a page (up to max_object_size) and page-overaligned requests, in a region of their own; each costs max_object_size plus one guard page of address space, and memory only for the pages a live object uses. 0 = objects over a page are never sampled.
+    num_large_objects: u64 = 64, "64", range 0..=4_096, runtime false;
+    /// Bytes: the largest object sampled, from 8 KiB to 1 MiB (rounded up to whole pages); the size of a large slot.
+    max_object_size: u64 = 65_536, "65536", range 8_192..=1_048_576, runtime false;
     /// After an error: `continue` reports once per object and goes on (KFENCE), `abort` reports then raises SIGABRT.
     on_error: OnError = OnError::Continue, "continue", range 0..=0, runtime true;
     /// Percent of wall time ufence may spend on sampled allocations and frees (after the first 50 ms of such work); beyond it, sampling pauses. Bounds the cost of high rates such as sample_rate=1. 0 = no limit.
@@ -440,10 +461,12 @@ pub fn apply_env(opts: &mut Options) {
         return;
     }
     apply_env_text(opts);
-    if opts.sample_sizes.beyond_page() {
+    if opts.sample_sizes.beyond(opts.largest_sampled()) {
         let mut line = BufWriter::<200>::new();
         let _ = line.write_str("ufence: warning: ");
-        let _ = opts.sample_sizes.write_beyond_page(&mut line);
+        let _ = opts
+            .sample_sizes
+            .write_beyond(opts.largest_sampled(), &mut line);
         let _ = line.write_str("\n");
         crate::sys::write_all(2, line.as_bytes());
     }

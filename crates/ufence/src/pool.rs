@@ -1,14 +1,19 @@
-//! The guarded pool: `[guard][object 0][guard][object 1]...[guard]`, reserved once.
+//! The guarded pool: `[guard][object 0][guard][object 1]...[guard]`, reserved once, followed
+//! by the large slots' region `[guard][large slot 0][guard][large slot 1]...[guard]`.
 //!
-//! Page `2i + 1` holds object `i`; even pages are guards shared by neighbours. The whole range is
-//! mapped inaccessible at start; an object's page is made accessible while the object lives and
-//! inaccessible again when it is freed, so only live objects' pages are ever touchable. The
-//! slot metadata lives in a separate mapping so that no bug in the program can reach it through
-//! an object's neighbourhood.
+//! Page `2i + 1` holds small object `i`; even pages are guards shared by neighbours. A large slot
+//! spans `large_pages` pages (`max_object_size` rounded up) between its two guards, and takes
+//! objects over a page, or aligned to more than a page; the object sits at the left or the right
+//! edge of the slot, only the pages it touches are made accessible, and the rest of the slot
+//! stays inaccessible like a guard. The whole range is mapped inaccessible at start; an object's
+//! pages are made accessible while the object lives and inaccessible again when it is freed (a
+//! large object's are also given back to the kernel), so only live objects' pages are ever
+//! touchable. The slot metadata lives in a separate mapping so that no bug in the program can
+//! reach it through an object's neighbourhood.
 //!
-//! Slots are reused in FIFO order (least recently freed first), which keeps a freed object's page
-//! inaccessible for as long as possible and so maximises the window for catching a
-//! use-after-free.
+//! Each class reuses its slots in FIFO order (least recently freed first), which keeps a freed
+//! object's pages inaccessible for as long as possible and so maximises the window for catching
+//! a use-after-free.
 
 use crate::stack::{Packed, Stack};
 use crate::sys;
@@ -165,20 +170,73 @@ pub fn canary_byte(addr: usize) -> u8 {
 /// The canary for a whole 8-byte-aligned word.
 const CANARY_WORD: u64 = u64::from_le_bytes([0xaa, 0xab, 0xa8, 0xa9, 0xae, 0xaf, 0xac, 0xad]);
 
+/// One class's free list: a ring of slot indices, allocate from the head, free to the tail.
+struct Ring {
+    fifo: *mut u32,
+    cap: usize,
+    /// Head index of the ring, under the pool's lock.
+    head: UnsafeCell<usize>,
+    /// Entries in the ring: written under the lock, read without it to see a full class cheaply.
+    len: AtomicUsize,
+}
+
+impl Ring {
+    /// A ring holding `first..first + cap` in an order shuffled by `seed`.
+    ///
+    /// # Safety
+    /// `fifo` must point at `cap` writable u32s that nothing else uses.
+    unsafe fn new(fifo: *mut u32, first: usize, cap: usize, seed: u64) -> Ring {
+        // SAFETY: the caller's promise: cap writable u32s.
+        unsafe {
+            for i in 0..cap {
+                *fifo.add(i) = (first + i) as u32;
+            }
+            let mut r = seed | 1;
+            for i in (1..cap).rev() {
+                r ^= r << 13;
+                r ^= r >> 7;
+                r ^= r << 17;
+                let j = (r % (i as u64 + 1)) as usize;
+                core::ptr::swap(fifo.add(i), fifo.add(j));
+            }
+        }
+        Ring {
+            fifo,
+            cap,
+            head: UnsafeCell::new(0),
+            len: AtomicUsize::new(cap),
+        }
+    }
+}
+
+/// The two classes of slots: one page, or up to `max_object_size` bytes (and page-overaligned
+/// requests) in a region of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    Small,
+    Large,
+}
+
 pub struct Pool {
     pub base: usize,
     pub len: usize,
     pub page: usize,
     slots: *mut Slot,
+    /// All slots: the small ones (`0..nsmall`), then the large ones.
     pub nslots: usize,
-    /// Ring buffer of free slot indices: allocate from the head, free to the tail.
-    fifo: *mut u32,
-    /// Head index of the ring, under `lock`.
-    fifo_head: UnsafeCell<usize>,
-    /// Entries in the ring: written under `lock`, read without it to see a full pool cheaply.
-    fifo_len: AtomicUsize,
+    pub nsmall: usize,
+    pub nlarge: usize,
+    /// Pages of a large slot (guards excluded).
+    pub large_pages: usize,
+    /// Where the large slots' region starts: `[guard][large_pages][guard]...[guard]`.
+    pub large_base: usize,
+    rings: [Ring; 2],
     /// One flag per guard page: set when the fault handler opened it to let a program go on.
+    /// Guards `0..=nsmall` are the small region's, then `nlarge + 1` of the large region.
     guards: *const AtomicBool,
+    /// One flag per slot: set when the fault handler opened a page of the slot that its next
+    /// object may not use (a large slot's), so that the next allocation closes the slot first.
+    opened: *const AtomicBool,
     /// One bit per slot, set when the slot is first handed out: a forked child republishes the
     /// slots in use without reading (and faulting in) the whole table.
     ever_used: *const AtomicU64,
@@ -194,14 +252,29 @@ unsafe impl Sync for Pool {}
 unsafe impl Send for Pool {}
 
 impl Pool {
-    /// Maps the pool and its private metadata (the free ring, the guard flags). The slot table
-    /// is the caller's (private, zeroed, `nslots` long; `control::mirror` publishes each change).
-    /// None if the address space cannot be had.
-    pub fn new(nslots: usize, seed: u64, slots: *mut Slot) -> Option<Pool> {
+    /// Maps the pool and its private metadata (the free rings, the guard flags). The slot table
+    /// is the caller's (private, zeroed, `nsmall + nlarge` long; `control::mirror` publishes
+    /// each change). None if the address space cannot be had.
+    pub fn new(
+        nsmall: usize,
+        nlarge: usize,
+        large_pages: usize,
+        seed: u64,
+        slots: *mut Slot,
+    ) -> Option<Pool> {
         let page = sys::page_size();
-        let len = (2 * nslots + 1) * page;
-        // The ring (nslots u32s), the guard flags (nslots + 1 bytes), then the used-slot bits.
-        let bits_offset = (nslots * 4 + nslots + 1).next_multiple_of(8);
+        let nslots = nsmall + nlarge;
+        let small_len = (2 * nsmall + 1) * page;
+        let large_len = if nlarge > 0 {
+            (nlarge * (large_pages + 1) + 1) * page
+        } else {
+            0
+        };
+        let len = small_len + large_len;
+        let nguards = nsmall + 1 + nlarge + 1;
+        // The rings (nslots u32s), the guard flags, the slots' opened flags, then the used-slot
+        // bits.
+        let bits_offset = (nslots * 4 + nguards + nslots).next_multiple_of(8);
         let meta_len = (bits_offset + nslots.div_ceil(64) * 8).div_ceil(page) * page;
         let meta = sys::map_rw(meta_len)?;
         let covered = crate::covered::Covered::new(nslots);
@@ -211,39 +284,35 @@ impl Pool {
             unsafe { sys::unmap(meta, meta_len) };
             return None;
         };
-        // SAFETY: the private mapping holds nslots u32s, nslots + 1 flags and the used-slot
-        // words, zeroed by the kernel (a valid state for all three) and ours alone.
         let fifo = meta.cast::<u32>();
-        // SAFETY: the guard flags follow the ring inside the same zeroed mapping.
+        // SAFETY: the guard flags follow the rings inside the same zeroed private mapping.
         let guards = unsafe { fifo.add(nslots).cast::<AtomicBool>() };
+        // SAFETY: the slots' flags follow the guard flags inside the same mapping.
+        let opened = unsafe { guards.add(nguards) };
         // SAFETY: the words start at an 8-aligned offset inside the same mapping.
         let ever_used = unsafe { meta.add(bits_offset).cast::<AtomicU64>() };
         // The initial order is shuffled (as newer kernels do) so that the first objects of a
         // fleet's processes do not all land in the same slots.
-        // SAFETY: fifo has room for nslots u32s (see above).
-        unsafe {
-            for i in 0..nslots {
-                *fifo.add(i) = i as u32;
-            }
-            let mut r = seed | 1;
-            for i in (1..nslots).rev() {
-                r ^= r << 13;
-                r ^= r >> 7;
-                r ^= r << 17;
-                let j = (r % (i as u64 + 1)) as usize;
-                core::ptr::swap(fifo.add(i), fifo.add(j));
-            }
-        }
+        // SAFETY: the mapping holds nsmall u32s for the first ring, then nlarge for the second.
+        let rings = unsafe {
+            [
+                Ring::new(fifo, 0, nsmall, seed),
+                Ring::new(fifo.add(nsmall), nsmall, nlarge, seed.rotate_left(17)),
+            ]
+        };
         Some(Pool {
             base: base as usize,
             len,
             page,
             slots,
             nslots,
-            fifo,
-            fifo_head: UnsafeCell::new(0),
-            fifo_len: AtomicUsize::new(nslots),
+            nsmall,
+            nlarge,
+            large_pages,
+            large_base: base as usize + small_len,
+            rings,
             guards,
+            opened,
             ever_used,
             lock: SpinLock::new(),
             covered,
@@ -275,49 +344,154 @@ impl Pool {
         unsafe { &mut *self.slots.add(i) }
     }
 
-    /// The flag of guard page `k` (the guard left of slot `k`; `k == nslots` is the last one).
+    /// The flag of guard page `k` (see [`guard_addr`](Self::guard_addr)).
     pub fn guard_opened(&self, k: usize) -> &AtomicBool {
-        assert!(k <= self.nslots);
-        // SAFETY: nslots + 1 flags were reserved in the metadata mapping.
+        assert!(k < self.nsmall + self.nlarge + 2);
+        // SAFETY: nsmall + nlarge + 2 flags were reserved in the metadata mapping.
         unsafe { &*self.guards.add(k) }
     }
 
+    /// The flag of slot `i`: the fault handler opened one of its pages (see `opened`).
+    pub fn slot_opened(&self, i: usize) -> &AtomicBool {
+        assert!(i < self.nslots);
+        // SAFETY: nslots flags were reserved in the metadata mapping.
+        unsafe { &*self.opened.add(i) }
+    }
+
+    /// The address of guard page `k`: `0..=nsmall` in the small region, then the large one's.
+    pub fn guard_addr(&self, k: usize) -> usize {
+        if k <= self.nsmall {
+            self.base + 2 * k * self.page
+        } else {
+            self.large_base + (k - self.nsmall - 1) * self.large_stride()
+        }
+    }
+
+    /// The guard left of slot `i` (the one right of it is the next).
+    pub fn left_guard(&self, i: usize) -> usize {
+        if i < self.nsmall {
+            i
+        } else {
+            i + 1
+        }
+    }
+
+    fn large_stride(&self) -> usize {
+        (self.large_pages + 1) * self.page
+    }
+
+    pub fn is_large(&self, i: usize) -> bool {
+        i >= self.nsmall
+    }
+
+    /// The first byte of slot `i`'s pages (the page after its left guard).
     pub fn page_of_slot(&self, i: usize) -> usize {
-        self.base + (2 * i + 1) * self.page
+        if i < self.nsmall {
+            self.base + (2 * i + 1) * self.page
+        } else {
+            self.large_base + self.page + (i - self.nsmall) * self.large_stride()
+        }
+    }
+
+    /// Bytes between slot `i`'s guards.
+    pub fn slot_len(&self, i: usize) -> usize {
+        if i < self.nsmall {
+            self.page
+        } else {
+            self.large_pages * self.page
+        }
+    }
+
+    /// The pages an object uses, `[first, end)`: empty for a 0-byte object, whose pages all stay
+    /// inaccessible.
+    pub fn object_pages(&self, s: &Slot) -> (usize, usize) {
+        let lo = s.addr & !(self.page - 1);
+        let hi = (s.addr + s.size).next_multiple_of(self.page);
+        (lo, hi)
+    }
+
+    /// The class of slot a request of `size` bytes aligned to `align` fits, if any.
+    pub fn class_for(&self, size: usize, align: usize) -> Option<Class> {
+        if size <= self.page && align <= self.page {
+            Some(Class::Small)
+        } else if self.nlarge > 0
+            && size
+                .checked_add(align.saturating_sub(self.page))
+                .is_some_and(|n| n <= self.large_pages * self.page)
+        {
+            Some(Class::Large)
+        } else {
+            None
+        }
     }
 
     /// Which slot page or guard page `addr` (inside the pool) is on.
     pub fn place(&self, addr: usize) -> Place {
-        let p = (addr - self.base) / self.page;
-        if p % 2 == 1 {
-            Place::Object((p - 1) / 2)
+        if addr < self.large_base {
+            let p = (addr - self.base) / self.page;
+            if p % 2 == 1 {
+                Place::Object((p - 1) / 2)
+            } else {
+                let k = p / 2;
+                Place::Guard {
+                    left: k.checked_sub(1),
+                    right: (k < self.nsmall).then_some(k),
+                }
+            }
         } else {
-            let k = p / 2;
-            Place::Guard {
-                left: k.checked_sub(1),
-                right: (k < self.nslots).then_some(k),
+            let off = addr - self.large_base;
+            let q = off / self.large_stride();
+            if off % self.large_stride() < self.page {
+                Place::Guard {
+                    left: q.checked_sub(1).map(|j| self.nsmall + j),
+                    right: (q < self.nlarge).then_some(self.nsmall + q),
+                }
+            } else {
+                Place::Object(self.nsmall + q)
             }
         }
     }
 
-    /// Number of slots currently free for allocation (a snapshot).
-    pub fn free_slots(&self) -> usize {
-        self.fifo_len.load(Ordering::Relaxed)
+    /// The guard page `addr` is on, when it is on one.
+    pub fn guard_at(&self, addr: usize) -> Option<usize> {
+        if !matches!(self.place(addr), Place::Guard { .. }) {
+            return None;
+        }
+        Some(if addr < self.large_base {
+            (addr - self.base) / self.page / 2
+        } else {
+            self.nsmall + 1 + (addr - self.large_base) / self.large_stride()
+        })
     }
 
-    /// Takes the least recently freed slot, if any.
-    pub fn pop(&self) -> Option<usize> {
+    fn ring(&self, class: Class) -> &Ring {
+        &self.rings[(class == Class::Large) as usize]
+    }
+
+    /// The slots of a class, free and in use.
+    pub fn class_slots(&self, class: Class) -> usize {
+        self.ring(class).cap
+    }
+
+    /// Number of slots of `class` currently free for allocation (a snapshot).
+    pub fn free_slots(&self, class: Class) -> usize {
+        self.ring(class).len.load(Ordering::Relaxed)
+    }
+
+    /// Takes the least recently freed slot of `class`, if any.
+    pub fn pop(&self, class: Class) -> Option<usize> {
+        let ring = self.ring(class);
         self.lock.lock();
-        let len = self.fifo_len.load(Ordering::Relaxed);
+        let len = ring.len.load(Ordering::Relaxed);
         let r = if len == 0 {
             None
         } else {
-            // SAFETY: the ring and its head are only touched under `lock`; head < nslots.
+            // SAFETY: the ring and its head are only touched under `lock`; head < cap.
             unsafe {
-                let head = &mut *self.fifo_head.get();
-                let i = *self.fifo.add(*head);
-                *head = (*head + 1) % self.nslots;
-                self.fifo_len.store(len - 1, Ordering::Relaxed);
+                let head = &mut *ring.head.get();
+                let i = *ring.fifo.add(*head);
+                *head = (*head + 1) % ring.cap;
+                ring.len.store(len - 1, Ordering::Relaxed);
                 (*self.ever_used.add(i as usize / 64)).fetch_or(1 << (i % 64), Ordering::Relaxed);
                 Some(i as usize)
             }
@@ -337,37 +511,53 @@ impl Pool {
         })
     }
 
-    /// Returns a slot to the tail of the FIFO.
+    /// Returns a slot to the tail of its class's FIFO.
     pub fn push(&self, i: usize) {
+        let ring = self.ring(if self.is_large(i) {
+            Class::Large
+        } else {
+            Class::Small
+        });
         self.lock.lock();
-        let len = self.fifo_len.load(Ordering::Relaxed);
-        // SAFETY: under `lock`; the ring never holds more than nslots entries because each slot
+        let len = ring.len.load(Ordering::Relaxed);
+        // SAFETY: under `lock`; the ring never holds more than cap entries because each slot
         // is pushed once per pop, so the tail index is in bounds.
         unsafe {
-            let tail = (*self.fifo_head.get() + len) % self.nslots;
-            *self.fifo.add(tail) = i as u32;
+            let tail = (*ring.head.get() + len) % ring.cap;
+            *ring.fifo.add(tail) = i as u32;
         }
-        self.fifo_len.store(len + 1, Ordering::Relaxed);
+        ring.len.store(len + 1, Ordering::Relaxed);
         self.lock.unlock();
     }
 
-    /// Fills the whole page of slot `i` with the canary pattern.
-    pub fn fill_canary(&self, i: usize) {
-        let page = self.page_of_slot(i) as *mut u64;
-        // SAFETY: the page is accessible (just unprotected by the allocating thread, which owns
-        // the slot) and 8-byte aligned.
-        unsafe {
-            for w in 0..self.page / 8 {
-                page.add(w).write(CANARY_WORD);
+    /// Fills the first and the last page of `[lo, hi)` (the partial pages around an object,
+    /// which the caller made accessible) with the canary pattern.
+    pub fn fill_canary(&self, lo: usize, hi: usize) {
+        if lo == hi {
+            return;
+        }
+        for first in [lo, hi - self.page] {
+            let page = first as *mut u64;
+            // SAFETY: the page is accessible (just unprotected by the allocating thread, which
+            // owns the slot) and 8-byte aligned.
+            unsafe {
+                for w in 0..self.page / 8 {
+                    page.add(w).write(CANARY_WORD);
+                }
+            }
+            if hi - lo == self.page {
+                break;
             }
         }
     }
 
-    /// The first byte outside the object on its page that no longer holds the canary.
-    pub fn first_damaged(&self, s: &Slot, i: usize) -> Option<usize> {
-        let page = self.page_of_slot(i);
-        first_damaged_in(page, s.addr)
-            .or_else(|| first_damaged_in(s.addr + s.size, page + self.page))
+    /// The first byte outside the object on its pages that no longer holds the canary.
+    pub fn first_damaged(&self, s: &Slot) -> Option<usize> {
+        let (lo, hi) = self.object_pages(s);
+        if lo == hi {
+            return None;
+        }
+        first_damaged_in(lo, s.addr).or_else(|| first_damaged_in(s.addr + s.size, hi))
     }
 }
 
@@ -416,7 +606,7 @@ mod tests {
 
     #[test]
     fn layout_places() {
-        let pool = Pool::new(3, 42, test_slots(3)).unwrap();
+        let pool = Pool::new(3, 0, 1, 42, test_slots(3)).unwrap();
         let pg = pool.page;
         assert_eq!(pool.len, 7 * pg);
         assert_eq!(
@@ -447,36 +637,121 @@ mod tests {
 
     #[test]
     fn fifo_reuses_least_recently_freed() {
-        let pool = Pool::new(4, 7, test_slots(4)).unwrap();
-        let mut got: Vec<usize> = (0..4).map(|_| pool.pop().unwrap()).collect();
-        assert!(pool.pop().is_none());
+        let pool = Pool::new(4, 0, 1, 7, test_slots(4)).unwrap();
+        let mut got: Vec<usize> = (0..4).map(|_| pool.pop(Class::Small).unwrap()).collect();
+        assert!(pool.pop(Class::Small).is_none());
         got.sort();
         assert_eq!(got, vec![0, 1, 2, 3]);
         pool.push(2);
         pool.push(0);
-        assert_eq!(pool.pop(), Some(2));
+        assert_eq!(pool.pop(Class::Small), Some(2));
         pool.push(3);
-        assert_eq!(pool.pop(), Some(0));
-        assert_eq!(pool.pop(), Some(3));
+        assert_eq!(pool.pop(Class::Small), Some(0));
+        assert_eq!(pool.pop(Class::Small), Some(3));
     }
 
     #[test]
     fn canary_detects_damage_on_both_sides() {
-        let pool = Pool::new(1, 1, test_slots(1)).unwrap();
-        let i = pool.pop().unwrap();
+        let pool = Pool::new(1, 0, 1, 1, test_slots(1)).unwrap();
+        let i = pool.pop(Class::Small).unwrap();
         let page = pool.page_of_slot(i);
         assert!(sys::protect(page as *mut u8, pool.page, true));
-        pool.fill_canary(i);
+        pool.fill_canary(page, page + pool.page);
         // SAFETY: single-threaded test owning slot i.
         let s = unsafe { pool.slot_mut(i) };
         s.addr = page + 100;
         s.size = 13;
-        assert_eq!(pool.first_damaged(s, i), None);
+        assert_eq!(pool.first_damaged(s), None);
         // SAFETY: the page is accessible.
         unsafe { *((page + 99) as *mut u8) = 0 };
-        assert_eq!(pool.first_damaged(s, i), Some(page + 99));
+        assert_eq!(pool.first_damaged(s), Some(page + 99));
         unsafe { *((page + 99) as *mut u8) = canary_byte(page + 99) };
         unsafe { *((page + 113) as *mut u8) = 1 };
-        assert_eq!(pool.first_damaged(s, i), Some(page + 113));
+        assert_eq!(pool.first_damaged(s), Some(page + 113));
+    }
+
+    #[test]
+    fn large_region_layout() {
+        // 2 small slots, 3 large slots of 4 pages.
+        let pool = Pool::new(2, 3, 4, 9, test_slots(5)).unwrap();
+        let pg = pool.page;
+        assert_eq!(pool.len, 5 * pg + (3 * 5 + 1) * pg);
+        assert_eq!(pool.large_base, pool.base + 5 * pg);
+        // The small region ends with its own guard; the large one starts with another.
+        assert_eq!(
+            pool.place(pool.large_base - 1),
+            Place::Guard {
+                left: Some(1),
+                right: None
+            }
+        );
+        assert_eq!(
+            pool.place(pool.large_base),
+            Place::Guard {
+                left: None,
+                right: Some(2)
+            }
+        );
+        for j in 0..3 {
+            let start = pool.page_of_slot(2 + j);
+            assert_eq!(start, pool.large_base + pg + j * 5 * pg);
+            assert_eq!(pool.slot_len(2 + j), 4 * pg);
+            assert_eq!(pool.place(start), Place::Object(2 + j));
+            assert_eq!(pool.place(start + 4 * pg - 1), Place::Object(2 + j));
+            // Its guards, by index and address.
+            let left = pool.left_guard(2 + j);
+            assert_eq!(pool.guard_addr(left), start - pg);
+            assert_eq!(pool.guard_addr(left + 1), start + 4 * pg);
+            assert_eq!(pool.guard_at(start - 1), Some(left));
+            assert_eq!(pool.guard_at(start + 4 * pg), Some(left + 1));
+            assert_eq!(pool.guard_at(start), None);
+        }
+        assert_eq!(
+            pool.place(pool.base + pool.len - 1),
+            Place::Guard {
+                left: Some(4),
+                right: None
+            }
+        );
+        // Small guards keep their numbers.
+        assert_eq!(pool.guard_at(pool.base + 2 * pg), Some(1));
+        assert_eq!(pool.guard_addr(2), pool.base + 4 * pg);
+    }
+
+    #[test]
+    fn classes_and_their_rings() {
+        let pool = Pool::new(2, 2, 4, 3, test_slots(4)).unwrap();
+        let pg = pool.page;
+        assert_eq!(pool.class_for(0, 16), Some(Class::Small));
+        assert_eq!(pool.class_for(pg, pg), Some(Class::Small));
+        assert_eq!(pool.class_for(pg + 1, 16), Some(Class::Large));
+        assert_eq!(pool.class_for(16, 2 * pg), Some(Class::Large));
+        assert_eq!(pool.class_for(4 * pg, 16), Some(Class::Large));
+        assert_eq!(pool.class_for(4 * pg + 1, 16), None);
+        // Aligned to 2 pages, 3 pages fit 4 only if the slack before them is at most a page.
+        assert_eq!(pool.class_for(3 * pg, 2 * pg), Some(Class::Large));
+        assert_eq!(pool.class_for(3 * pg + 1, 2 * pg), None);
+        assert_eq!(pool.class_for(usize::MAX - 8, 16), None);
+        // Each class has its own FIFO: the large slots never serve a small request.
+        let mut small = [
+            pool.pop(Class::Small).unwrap(),
+            pool.pop(Class::Small).unwrap(),
+        ];
+        small.sort();
+        assert_eq!(small, [0, 1]);
+        assert_eq!(pool.pop(Class::Small), None);
+        assert_eq!(pool.free_slots(Class::Large), 2);
+        let a = pool.pop(Class::Large).unwrap();
+        let b = pool.pop(Class::Large).unwrap();
+        assert!(a >= 2 && b >= 2 && a != b);
+        pool.push(b);
+        pool.push(a);
+        pool.push(0);
+        assert_eq!(pool.pop(Class::Large), Some(b));
+        assert_eq!(pool.pop(Class::Large), Some(a));
+        assert_eq!(pool.pop(Class::Small), Some(0));
+        let none = Pool::new(1, 0, 4, 1, test_slots(1)).unwrap();
+        assert_eq!(none.class_for(pg + 1, 16), None);
+        assert_eq!(none.len, 3 * pg);
     }
 }

@@ -318,9 +318,14 @@ pub(crate) fn write_headline(out: &mut dyn Write, e: &Error, pool: &Pool) {
                 (e.addr + 1 - (s.addr + s.size), "right")
             };
             let what = if e.is_write { "write" } else { "read" };
+            let zero = if s.size == 0 {
+                ", a 0-byte allocation"
+            } else {
+                ""
+            };
             let _ = write!(
                 out,
-                "Out-of-bounds {what} at {:#x} ({dist}B {side} of ufence-#{i}):",
+                "Out-of-bounds {what} at {:#x} ({dist}B {side} of ufence-#{i}{zero}):",
                 e.addr
             );
         }
@@ -346,7 +351,7 @@ pub(crate) fn write_headline(out: &mut dyn Write, e: &Error, pool: &Pool) {
         }
         (Kind::Corruption, Some((i, s))) => {
             let _ = write!(out, "Corrupted memory at {:#x} [", e.damaged);
-            write_damage(out, e.damaged, s, pool, i);
+            write_damage(out, e.damaged, s, pool);
             let _ = write!(out, " ] (in ufence-#{i}):");
         }
         (kind, _) => {
@@ -397,13 +402,8 @@ fn print_text(e: &Error, pool: &Pool, sym: &mut Symbolizer, lines: &mut LineCach
 
     if let Some((i, s)) = e.object {
         let _ = writeln!(out);
-        let end = s.addr + s.size.max(1) - 1;
-        let side = if s.right != 0 { "right" } else { "left" };
-        let _ = writeln!(
-            out,
-            "ufence-#{i}: {:#x}-{:#x}, size={}, align={}, side={side}\n",
-            s.addr, end, s.size, s.align
-        );
+        write_object_line(&mut out, i, s, pool.page);
+        let _ = writeln!(out, "\n");
         write_record(&mut out, sym, lines, "allocated", &s.alloc);
         if s.state.load(core::sync::atomic::Ordering::Acquire) == FREED {
             let _ = writeln!(out);
@@ -411,6 +411,32 @@ fn print_text(e: &Error, pool: &Pool, sym: &mut Symbolizer, lines: &mut LineCach
         }
     }
     let _ = writeln!(out, "{RULE}");
+}
+
+/// The object line, without its line end: `ufence-#3: 0xA-0xB, size=S, align=A, side=left`,
+/// with `, pages=N` for an object over a page and `(0-byte allocation)` for size 0. The same
+/// line as `ufence objects` prints.
+pub fn write_object_line(out: &mut dyn Write, i: usize, s: &Slot, page: usize) {
+    let end = s.addr + s.size.max(1) - 1;
+    let side = if s.right != 0 { "right" } else { "left" };
+    let _ = write!(out, "ufence-#{i}: {:#x}-{end:#x}, size={}", s.addr, s.size);
+    if s.size == 0 {
+        let _ = write!(out, " (0-byte allocation)");
+    }
+    let _ = write!(out, ", align={}, side={side}", s.align);
+    let pages = object_pages(s, page);
+    if pages > 1 {
+        let _ = write!(out, ", pages={pages}");
+    }
+}
+
+/// The pages an object touches (0 for a 0-byte object).
+pub fn object_pages(s: &Slot, page: usize) -> usize {
+    if s.size == 0 {
+        0
+    } else {
+        (s.addr + s.size).div_ceil(page) - s.addr / page
+    }
 }
 
 /// The report in one line, without symbols: for when the full report cannot be printed safely.
@@ -437,12 +463,11 @@ pub fn print_brief(e: &Error) {
 
 /// KFENCE's view of damaged canary bytes: up to 16 bytes from the first damaged one, `!` for a
 /// damaged byte and `.` for an intact one, within the canary area on that side of the object.
-fn write_damage(out: &mut dyn Write, first: usize, s: &Slot, pool: &Pool, i: usize) {
-    let page = pool.page_of_slot(i);
+fn write_damage(out: &mut dyn Write, first: usize, s: &Slot, pool: &Pool) {
     let limit = if first < s.addr {
         s.addr
     } else {
-        page + pool.page
+        pool.object_pages(s).1
     };
     let end = (first + 16).min(limit);
     for a in first..end {

@@ -301,7 +301,8 @@ impl Knobs {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Fit {
     Yes,
-    /// Too large or too aligned for a page: counted as "skipped (incompatible)".
+    /// Fits no slot class (over `max_object_size`, or too aligned for a large slot): counted
+    /// as "skipped (incompatible)".
     Incompatible,
     /// Outside the sizes the user asked for (`sample_sizes`): not counted.
     Filtered,

@@ -72,6 +72,15 @@ pub fn protect(p: *mut u8, len: usize, accessible: bool) -> bool {
     unsafe { libc::mprotect(p.cast(), len, prot) == 0 }
 }
 
+/// Gives the pages of a pool range back to the kernel (`MADV_DONTNEED`): their memory is freed
+/// at once, and should they ever be made accessible again they read as zero. Used on the pages
+/// of a freed large object, already made inaccessible.
+pub fn discard(p: *mut u8, len: usize) {
+    // SAFETY: callers only pass page-aligned ranges inside the pool, which this crate owns and
+    // whose contents nobody needs any more (a freed object's pages).
+    unsafe { libc::madvise(p.cast(), len, libc::MADV_DONTNEED) };
+}
+
 /// Writes all of `buf` to a file descriptor, retrying on EINTR and short writes; false on any
 /// other failure (callers writing to stderr ignore it, the JSON report writer does not).
 pub fn write_all(fd: i32, mut buf: &[u8]) -> bool {

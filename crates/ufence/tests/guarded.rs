@@ -171,6 +171,27 @@ fn aligned() {
     println!("survived");
 }
 
+/// A Vec grown past a page and on to 40 KB (its reallocations cross into the large slots, data
+/// kept), then an overflow past a right-placed 20000-byte object.
+#[inline(never)]
+fn large_objects() {
+    let mut v: Vec<u32> = Vec::new();
+    for i in 0..10_000u32 {
+        v.push(i.wrapping_mul(2_654_435_761));
+    }
+    let kept = v
+        .iter()
+        .enumerate()
+        .all(|(i, &x)| x == (i as u32).wrapping_mul(2_654_435_761));
+    println!("kept={kept}");
+    println!("vec_in_pool={}", ufence::owns(v.as_ptr().cast()));
+    let p = placed(20_000, 8, true);
+    println!("addr={:#x}", p as usize + 20_000);
+    // SAFETY: deliberately not: one byte past the end.
+    let x = unsafe { read_volatile(p.add(20_000)) };
+    println!("survived {x}");
+}
+
 #[inline(never)]
 fn realloc_moves() {
     let p = make_object(40);
@@ -218,9 +239,13 @@ fn exhaustion() {
 #[inline(never)]
 fn passthrough() {
     let before = ufence::stats();
-    let big = alloc(PAGE + 1, 8);
-    let over = alloc(64, 2 * PAGE);
+    // Over max_object_size (64 KiB), and aligned so that no large slot can hold it: the inner
+    // allocator's. A page and a byte, and a page-overaligned object: large slots.
+    let big = alloc(16 * PAGE + 1, 8);
+    let over = alloc(64, 32 * PAGE);
     let small = alloc(64, 8);
+    let page_plus = alloc(PAGE + 1, 8);
+    let over_page = alloc(64, 2 * PAGE);
     let after = ufence::stats();
     println!(
         "big_in_pool={} over_in_pool={} small_in_pool={}",
@@ -228,14 +253,21 @@ fn passthrough() {
         ufence::owns(over),
         ufence::owns(small)
     );
-    println!("over_aligned={}", (over as usize).is_multiple_of(2 * PAGE));
+    println!("page_plus_in_pool={}", ufence::owns(page_plus));
+    println!("over_page_in_pool={}", ufence::owns(over_page));
+    println!(
+        "over_aligned={}",
+        (over as usize).is_multiple_of(32 * PAGE) && (over_page as usize).is_multiple_of(2 * PAGE)
+    );
     println!(
         "incompatible={}",
         after.skipped_incompatible - before.skipped_incompatible
     );
-    dealloc(big, PAGE + 1, 8);
-    dealloc(over, 64, 2 * PAGE);
+    dealloc(big, 16 * PAGE + 1, 8);
+    dealloc(over, 64, 32 * PAGE);
     dealloc(small, 64, 8);
+    dealloc(page_plus, PAGE + 1, 8);
+    dealloc(over_page, 64, 2 * PAGE);
     println!("survived");
 }
 
@@ -477,20 +509,28 @@ fn timed(ms: u64) {
     println!("runs={}", runs.join(","));
 }
 
+// Three sites with bodies of their own (a distinct constant each): identical functions may be
+// merged into one by the compiler, which would make them one site under one name.
 #[inline(never)]
 fn site_a() -> *mut u8 {
+    std::hint::black_box(b'a');
     std::hint::black_box(alloc(64, 8))
 }
 #[inline(never)]
 fn site_b() -> *mut u8 {
+    std::hint::black_box(b'b');
     std::hint::black_box(alloc(64, 8))
 }
 #[inline(never)]
 fn site_c() -> *mut u8 {
+    std::hint::black_box(b'c');
     std::hint::black_box(alloc(64, 8))
 }
 
-/// Allocates `n` objects from `site`, keeping them; prints how many went to the pool.
+/// Allocates `n` objects from `site`, keeping them; prints how many went to the pool. Never
+/// inlined: inlined with a small constant `n`, its loop is unrolled, and each unrolled call of
+/// `site` is a different allocation site (another return address).
+#[inline(never)]
 fn hold_from(name: &str, site: fn() -> *mut u8, n: usize, held: &mut Vec<*mut u8>) {
     let mut in_pool = 0;
     for _ in 0..n {
@@ -625,6 +665,7 @@ fn runtime_knobs() {
 fn run_scenario(name: &str) {
     match name {
         "oob_read_right" => oob_read_right(),
+        "large_objects" => large_objects(),
         "oob_read_left" => oob_read_left(),
         "oob_write_right" => oob_write_right(),
         "oob_write_left" => oob_write_left(),
@@ -869,6 +910,27 @@ fn t_aligned() {
     expect_continued(&r);
 }
 
+fn t_large() {
+    let r = run("large_objects", ALL);
+    assert_eq!(r.fact("kept"), "true");
+    assert_eq!(r.fact("vec_in_pool"), "true", "{}", r.dump());
+    let rep = r.one_report("out-of-bounds read", "Out-of-bounds read");
+    assert!(
+        rep.contains(&format!(
+            "Out-of-bounds read at {} (1B right of ufence-#",
+            r.fact("addr")
+        )),
+        "{}",
+        r.dump()
+    );
+    assert!(
+        rep.contains("size=20000, align=8, side=right, pages=5"),
+        "{}",
+        r.dump()
+    );
+    expect_continued(&r);
+}
+
 fn t_realloc() {
     let r = run("realloc_moves", ALL);
     assert_eq!(r.fact("kept"), "true");
@@ -895,6 +957,12 @@ fn t_passthrough() {
     assert!(
         r.out
             .contains("big_in_pool=false over_in_pool=false small_in_pool=true"),
+        "{}",
+        r.dump()
+    );
+    assert_eq!(
+        (r.fact("page_plus_in_pool"), r.fact("over_page_in_pool")),
+        ("true".into(), "true".into()),
         "{}",
         r.dump()
     );
@@ -1017,7 +1085,8 @@ fn t_control_block() {
     let pid = r.fact("mine");
     for want in [
         format!("pid={pid} "),
-        "mode=2 nslots=255 magic=true file_len=true exe_ok=true".to_string(),
+        // The 255 small slots and the 64 large ones.
+        "mode=2 nslots=319 magic=true file_len=true exe_ok=true".to_string(),
         "file_allocs_match=true".to_string(),
         "interval_ms=1234".to_string(),
     ] {
@@ -1238,6 +1307,7 @@ fn main() {
         ("corruption", t_corruption),
         ("aligned", t_aligned),
         ("realloc", t_realloc),
+        ("large", t_large),
         ("exhaustion", t_exhaustion),
         ("passthrough", t_passthrough),
         ("churn", t_churn),

@@ -20,6 +20,8 @@
  *                   100 times a second; print "child PID", and run
  *   service exec    execvp a program that does not exist, print "still here ERRNO", wait
  *                   for SIGUSR1, then execve `sleep 1` without the preload in its environment
+ *   service large   keep a 10000-byte object and a 0-byte one (sampled at sample_rate=1), print
+ *                   "held", and wait for SIGTERM
  * SERVICE_EXIT_AFTER_MS=N ends the run after N ms. */
 #include <errno.h>
 #include <malloc.h>
@@ -210,6 +212,18 @@ int main(int argc, char **argv) {
             return 0;
         }
         return serve_then_stop(c);
+    }
+    if (strcmp(mode, "large") == 0) {
+        char *volatile big = malloc(10000);
+        char *volatile zero = malloc(0);
+        memset(big, 1, 10000);
+        printf("held %p %p\n", (void *)big, (void *)zero);
+        fflush(stdout);
+        while (!stop)
+            usleep(10000);
+        free(big);
+        free(zero);
+        return 0;
     }
     if (strcmp(mode, "fork") == 0) {
         pid_t c = fork();

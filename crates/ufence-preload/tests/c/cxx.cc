@@ -52,6 +52,17 @@ NOINLINE void destroy_ints(int *a) {
 
 NOINLINE int read_elem(volatile char *a, long i) { return a[i]; }
 
+// C++17 aligned new of a type aligned beyond a page.
+struct alignas(8192) Paged {
+    char bytes[10000];
+};
+
+NOINLINE Paged *make_paged() {
+    Paged *p = new Paged;
+    NO_TAIL_CALL();
+    return p;
+}
+
 NOINLINE void write_int(volatile int *a, long i, int v) { a[i] = v; }
 
 // A new char[32] whose last byte touches the right guard page (the others are kept).
@@ -123,6 +134,16 @@ int main(int argc, char **argv) {
         std::printf("obj=%p\n", (void *)a);
         destroy_ints(a);
         write_int(a, 5, 1);
+    } else if (!std::strcmp(m, "new_zero")) {
+        char *a = make_array(0);
+        std::printf("obj=%p\n", (void *)a);
+        read_elem(a, 0);
+    } else if (!std::strcmp(m, "aligned_new_oob")) {
+        Paged *p = make_paged();
+        std::printf("obj=%p\n", (void *)p);
+        if (reinterpret_cast<uintptr_t>(p) % 8192)
+            return 98;
+        read_elem(reinterpret_cast<char *>(p), -1);
     } else if (!std::strcmp(m, "array_double_delete")) {
         char *a = make_array(100);
         std::printf("obj=%p\n", (void *)a);
