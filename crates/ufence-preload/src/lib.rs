@@ -52,7 +52,7 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 fn malloc_sampled(size: usize) -> *mut c_void {
-    let p = uf::alloc_slow(size, natural_align(size), &DEFAULTS);
+    let p = uf::alloc_slow(size, natural_align(size), uf::routine::MALLOC, &DEFAULTS);
     if !p.is_null() {
         return p.cast();
     }
@@ -63,17 +63,27 @@ fn malloc_sampled(size: usize) -> *mut c_void {
 #[no_mangle]
 pub extern "C" fn free(p: *mut c_void) {
     if uf::owns(p.cast()) {
-        return free_pool(p);
+        return free_pool_as(p, uf::routine::FREE);
     }
     // SAFETY: not a pool pointer, so it is the next allocator's (or null, which it accepts).
     unsafe { next::FREE.get()(p) }
 }
 
+/// Releases a pool object through an entry point of no family (the other allocators' own
+/// APIs): never an alloc-dealloc mismatch.
 #[cold]
 #[inline(never)]
 pub(crate) fn free_pool(p: *mut c_void) {
+    free_pool_as(p, uf::routine::ANY)
+}
+
+/// Releases a pool object through `routine` (`uf::routine`), which the detector checks against
+/// the routine that allocated it.
+#[cold]
+#[inline(never)]
+pub(crate) fn free_pool_as(p: *mut c_void, routine: u8) {
     let e = uf::sys::errno();
-    uf::free_slow(p.cast());
+    uf::free_slow(p.cast(), routine);
     uf::sys::set_errno(e);
 }
 
@@ -96,7 +106,7 @@ pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
 #[inline(never)]
 fn calloc_sampled(n: usize, size: usize) -> *mut c_void {
     if let Some(total) = n.checked_mul(size) {
-        let p = uf::alloc_slow(total, natural_align(total), &DEFAULTS);
+        let p = uf::alloc_slow(total, natural_align(total), uf::routine::CALLOC, &DEFAULTS);
         if !p.is_null() {
             // SAFETY: p is a fresh pool object of `total` writable bytes.
             unsafe { core::ptr::write_bytes(p, 0, total) };
@@ -128,20 +138,20 @@ pub extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
 fn realloc_pool(p: *mut c_void, size: usize) -> *mut c_void {
     if size == 0 {
         // glibc frees and returns NULL for realloc(p, 0).
-        free(p);
+        free_pool_as(p, uf::routine::REALLOC);
         return core::ptr::null_mut();
     }
     let Some(old) = uf::object_size(p.cast()) else {
         // Not a live object: let free() report the double or invalid free. In continue mode
         // the program gets fresh memory, as if the bad pointer had been NULL.
-        free(p);
+        free_pool_as(p, uf::routine::REALLOC);
         return malloc(size);
     };
     let new = malloc(size);
     if !new.is_null() {
         // SAFETY: both objects are live and at least min(old, size) bytes long.
         unsafe { core::ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast(), old.min(size)) };
-        free(p);
+        free_pool_as(p, uf::routine::REALLOC);
     }
     new
 }
@@ -152,7 +162,7 @@ fn realloc_pool(p: *mut c_void, size: usize) -> *mut c_void {
 #[inline(never)]
 fn realloc_sampled(p: *mut c_void, size: usize) -> *mut c_void {
     let new = match next::usable_size(p) {
-        Some(_) => uf::alloc_slow(size, natural_align(size), &DEFAULTS),
+        Some(_) => uf::alloc_slow(size, natural_align(size), uf::routine::REALLOC, &DEFAULTS),
         None => core::ptr::null_mut(),
     };
     if new.is_null() {
@@ -187,8 +197,14 @@ fn valid_power_of_two(align: usize) -> bool {
 
 #[no_mangle]
 pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    memalign_as(align, size, uf::routine::MEMALIGN)
+}
+
+/// `memalign` on behalf of `routine` (which the object remembers).
+#[inline(always)]
+fn memalign_as(align: usize, size: usize, routine: u8) -> *mut c_void {
     if uf::sample_tick() {
-        return memalign_sampled(align, size);
+        return memalign_sampled(align, size, routine);
     }
     // SAFETY: the next allocator handles odd alignments (glibc rounds up) and sets errno.
     unsafe { next::MEMALIGN.get()(align, size) }
@@ -198,9 +214,9 @@ pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
 /// everything unusual keeps glibc's own answer.
 #[cold]
 #[inline(never)]
-fn memalign_sampled(align: usize, size: usize) -> *mut c_void {
+fn memalign_sampled(align: usize, size: usize, routine: u8) -> *mut c_void {
     if valid_power_of_two(align) {
-        let p = uf::alloc_slow(size, align.max(natural_align(size)), &DEFAULTS);
+        let p = uf::alloc_slow(size, align.max(natural_align(size)), routine, &DEFAULTS);
         if !p.is_null() {
             return p.cast();
         }
@@ -211,7 +227,7 @@ fn memalign_sampled(align: usize, size: usize) -> *mut c_void {
 
 #[no_mangle]
 pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    memalign(align, size)
+    memalign_as(align, size, uf::routine::ALIGNED_ALLOC)
 }
 
 #[no_mangle]
@@ -221,7 +237,7 @@ pub extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usiz
         return libc::EINVAL;
     }
     let e = uf::sys::errno();
-    let p = memalign(align, size);
+    let p = memalign_as(align, size, uf::routine::POSIX_MEMALIGN);
     uf::sys::set_errno(e);
     if p.is_null() {
         return libc::ENOMEM;
@@ -234,7 +250,7 @@ pub extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usiz
 #[no_mangle]
 pub extern "C" fn valloc(size: usize) -> *mut c_void {
     if uf::sample_tick() {
-        let p = uf::alloc_slow(size, uf::sys::page_size(), &DEFAULTS);
+        let p = uf::alloc_slow(size, uf::sys::page_size(), uf::routine::VALLOC, &DEFAULTS);
         if !p.is_null() {
             return p.cast();
         }
@@ -249,7 +265,7 @@ pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
         let page = uf::sys::page_size();
         // pvalloc(0) stays glibc's (a minimum chunk): size 0 is never sampled.
         if let Some(rounded) = size.checked_next_multiple_of(page) {
-            let p = uf::alloc_slow(rounded, page, &DEFAULTS);
+            let p = uf::alloc_slow(rounded, page, uf::routine::PVALLOC, &DEFAULTS);
             if !p.is_null() {
                 return p.cast();
             }

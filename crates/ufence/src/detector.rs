@@ -260,7 +260,7 @@ fn mirror_all() {
 /// null when this allocation is not sampled and must go to the wrapped allocator.
 #[cold]
 #[inline(never)]
-pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
+pub fn alloc_slow(size: usize, align: usize, routine: u8, defaults: &Options) -> *mut u8 {
     sampler::hold();
     let ready = ensure_started(defaults);
     control::name_if_unnamed();
@@ -285,7 +285,7 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
                 Counters::bump(&counters().skipped_capacity);
                 sampler::pause(64);
             } else if within_budget(t0) {
-                p = sampled_alloc(pool, size, align.max(1), occupancy, timed);
+                p = sampled_alloc(pool, size, align.max(1), routine, occupancy, timed);
                 counters().pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
             } else {
                 // Over budget: let this thread's next allocations through untouched rather
@@ -301,7 +301,14 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
 
 /// A sampled allocation: its stack first (the site decides whether it is covered), then a slot.
 #[inline(never)]
-fn sampled_alloc(pool: &Pool, size: usize, align: usize, occupancy: u64, timed: bool) -> *mut u8 {
+fn sampled_alloc(
+    pool: &Pool,
+    size: usize,
+    align: usize,
+    routine: u8,
+    occupancy: u64,
+    timed: bool,
+) -> *mut u8 {
     let stack = stack::capture(stack::approx_sp());
     let site = covered::site_hash(stack.frames());
     // A refusal below gives up this sample, as KFENCE does: handing it on to the next
@@ -319,7 +326,7 @@ fn sampled_alloc(pool: &Pool, size: usize, align: usize, occupancy: u64, timed: 
         Counters::bump(&counters().skipped_filtered);
         return core::ptr::null_mut();
     }
-    pool_alloc(pool, size, align, stack, site)
+    pool_alloc(pool, size, align, routine, stack, site)
 }
 
 /// Time sampled operations may use freely before the budget applies (several thousand
@@ -340,7 +347,14 @@ fn within_budget(now: u64) -> bool {
     spent < BUDGET_GRACE_NS.max(elapsed / 100 * pct)
 }
 
-fn pool_alloc(pool: &Pool, size: usize, align: usize, stack: Stack, site: u64) -> *mut u8 {
+fn pool_alloc(
+    pool: &Pool,
+    size: usize,
+    align: usize,
+    routine: u8,
+    stack: Stack,
+    site: u64,
+) -> *mut u8 {
     ensure_own();
     let Some(i) = pool.pop() else {
         Counters::bump(&counters().skipped_capacity);
@@ -375,6 +389,7 @@ fn pool_alloc(pool: &Pool, size: usize, align: usize, stack: Stack, site: u64) -
     s.size = size;
     s.align = align;
     s.right = right as u8;
+    s.routine = routine;
     s.alloc = Record::here(&stack);
     s.site = site;
     pool.covered.add(site);
@@ -386,23 +401,24 @@ fn pool_alloc(pool: &Pool, size: usize, align: usize, stack: Stack, site: u64) -
     addr as *mut u8
 }
 
-/// Frees a pointer that `owns` said is in the pool. Bad frees are reported and, in continue
-/// mode, ignored; a corrupted object is reported and still released.
+/// Frees a pointer that `owns` said is in the pool, released by `routine`. Bad frees are
+/// reported and, in continue mode, ignored; a corrupted object, or one released by a routine
+/// of another family than its allocation's, is reported and still released.
 #[cold]
 #[inline(never)]
-pub fn free_slow(p: *mut u8) {
+pub fn free_slow(p: *mut u8, routine: u8) {
     let prev = sampler::hold();
     let entry_sp = stack::approx_sp();
     if let Some(pool) = pool() {
         let t0 = sys::now_ns();
         ensure_own();
-        free_in_pool(pool, p as usize, entry_sp);
+        free_in_pool(pool, p as usize, routine, entry_sp);
         counters().pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
     }
     sampler::release(prev);
 }
 
-fn free_in_pool(pool: &Pool, p: usize, entry_sp: usize) {
+fn free_in_pool(pool: &Pool, p: usize, routine: u8, entry_sp: usize) {
     let i = match pool.place(p) {
         crate::pool::Place::Object(i) => i,
         crate::pool::Place::Guard { .. } => {
@@ -434,6 +450,24 @@ fn free_in_pool(pool: &Pool, p: usize, entry_sp: usize) {
     let s = unsafe { pool.slot_mut(i) };
     let here = stack::capture(entry_sp);
     s.free = Record::here(&here);
+    // SAFETY: OPTIONS is written before READY, which the caller observed through `pool()`.
+    let check = unsafe { (*OPTIONS.0.get()).assume_init_ref() }.alloc_dealloc_mismatch;
+    if check && crate::routine::mismatched(s.routine, routine) {
+        // Reported, then released all the same (in continue mode): the program meant to give
+        // the memory back, and keeping it would leak the slot for good.
+        report_error(
+            pool,
+            &Error {
+                kind: Kind::Mismatch,
+                addr: p,
+                is_write: false,
+                object: Some((i, s)),
+                stack: &here,
+                damaged: 0,
+                dealloc: routine,
+            },
+        );
+    }
     if let Some(damaged) = pool.first_damaged(s, i) {
         report_error(
             pool,
@@ -444,6 +478,7 @@ fn free_in_pool(pool: &Pool, p: usize, entry_sp: usize) {
                 object: Some((i, s)),
                 stack: &here,
                 damaged,
+                dealloc: routine,
             },
         );
     }
@@ -466,6 +501,7 @@ fn bad_free(pool: &Pool, kind: Kind, p: usize, obj: Option<usize>, entry_sp: usi
             object: obj.map(|i| (i, pool.slot(i))),
             stack: &here,
             damaged: 0,
+            dealloc: crate::routine::ANY,
         },
     );
 }

@@ -211,6 +211,7 @@ fn handle(pool: &Pool, addr: usize, ctx: *mut libc::c_void) -> bool {
             object: object.map(|i| (i, pool.slot(i))),
             stack: &here,
             damaged: 0,
+            dealloc: crate::routine::ANY,
         },
     );
     crate::sampler::release(prev);

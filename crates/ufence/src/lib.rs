@@ -30,6 +30,7 @@ mod json_report;
 mod math;
 mod pool;
 mod report;
+pub mod routine;
 mod sampler;
 mod site_filter;
 mod stack;
@@ -49,10 +50,11 @@ pub fn sample_tick() -> bool {
 }
 
 /// The slow path of an allocation after [`sample_tick`] returned true: a pool object of `size`
-/// bytes aligned to `align`, or null when this allocation is not sampled after all.
+/// bytes aligned to `align`, allocated by `routine` (see [`routine`]), or null when this
+/// allocation is not sampled after all.
 #[inline]
-pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
-    detector::alloc_slow(size, align, defaults)
+pub fn alloc_slow(size: usize, align: usize, routine: u8, defaults: &Options) -> *mut u8 {
+    detector::alloc_slow(size, align, routine, defaults)
 }
 
 /// Marks the calling thread as looking up the allocator a preload forwards to; false if it
@@ -68,10 +70,10 @@ pub fn end_lookup() {
     sampler::end_lookup()
 }
 
-/// Frees a pointer for which [`owns`] is true.
+/// Frees a pointer for which [`owns`] is true, released by `routine` (see [`routine`]).
 #[inline]
-pub fn free_slow(p: *mut u8) {
-    detector::free_slow(p)
+pub fn free_slow(p: *mut u8, routine: u8) {
+    detector::free_slow(p, routine)
 }
 
 /// `sigaction` for a preload that keeps ufence's fault handler in front: see
@@ -186,7 +188,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Guarded<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if sampler::tick() {
-            let p = detector::alloc_slow(layout.size(), layout.align(), &self.defaults);
+            let p =
+                detector::alloc_slow(layout.size(), layout.align(), routine::ANY, &self.defaults);
             if !p.is_null() {
                 return p;
             }
@@ -198,7 +201,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Guarded<A> {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if sampler::tick() {
-            let p = detector::alloc_slow(layout.size(), layout.align(), &self.defaults);
+            let p =
+                detector::alloc_slow(layout.size(), layout.align(), routine::ANY, &self.defaults);
             if !p.is_null() {
                 // SAFETY: p is a fresh pool object of layout.size() writable bytes.
                 unsafe { core::ptr::write_bytes(p, 0, layout.size()) };
@@ -212,7 +216,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Guarded<A> {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if detector::owns(ptr) {
-            detector::free_slow(ptr);
+            detector::free_slow(ptr, routine::ANY);
         } else {
             // SAFETY: not a pool pointer, so it came from inner with this layout.
             unsafe { self.inner.dealloc(ptr, layout) }

@@ -79,7 +79,8 @@ pub struct Slot {
     pub reported: AtomicU8,
     /// 1 when the object ends at the right edge of its page.
     pub right: u8,
-    _pad: u8,
+    /// The routine that allocated the object (`routine`), for the alloc-dealloc mismatch check.
+    pub routine: u8,
     pub addr: usize,
     pub size: usize,
     pub align: usize,

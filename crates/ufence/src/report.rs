@@ -17,6 +17,8 @@ pub enum Kind {
     InvalidFree,
     Corruption,
     Invalid,
+    /// Released by a routine of another family than the one that allocated it.
+    Mismatch,
 }
 
 /// Everything a report says.
@@ -31,6 +33,8 @@ pub struct Error<'a> {
     pub stack: &'a Stack,
     /// For a corruption: the first damaged byte.
     pub damaged: usize,
+    /// For a mismatch: the releasing routine (`routine`); the slot holds the allocating one.
+    pub dealloc: u8,
 }
 
 impl Kind {
@@ -43,6 +47,7 @@ impl Kind {
             Kind::InvalidFree => "invalid-free",
             Kind::Corruption => "memory-corruption",
             Kind::Invalid => "invalid-access",
+            Kind::Mismatch => "alloc-dealloc-mismatch",
         }
     }
 
@@ -57,6 +62,7 @@ impl Kind {
             (Kind::Corruption, _) => "memory corruption",
             (Kind::Invalid, false) => "invalid read",
             (Kind::Invalid, true) => "invalid write",
+            (Kind::Mismatch, _) => "alloc-dealloc mismatch",
         }
     }
 }
@@ -343,6 +349,15 @@ pub(crate) fn write_headline(out: &mut dyn Write, e: &Error, pool: &Pool) {
                 let _ = write!(out, "in ");
             }
             let _ = write!(out, "ufence-#{i}):");
+        }
+        (Kind::Mismatch, Some((i, s))) => {
+            let _ = write!(
+                out,
+                "Alloc-dealloc mismatch ({} vs {}) of {:#x} (in ufence-#{i}):",
+                crate::routine::name(s.routine),
+                crate::routine::name(e.dealloc),
+                e.addr
+            );
         }
         (Kind::Corruption, Some((i, s))) => {
             let _ = write!(out, "Corrupted memory at {:#x} [", e.damaged);
