@@ -343,6 +343,7 @@ pub extern "C" fn signal(sig: i32, handler: libc::sighandler_t) -> libc::sighand
 /// `exitcode` applied when this process reported a bug and would have exited 0.
 #[no_mangle]
 pub extern "C" fn _exit(status: i32) -> ! {
+    uf::check_at_exit();
     uf::control::at_exit();
     let status = uf::exit_status(status);
     loop {

@@ -2,7 +2,7 @@
 //! free of a pool object (with the errors found there), and reporting.
 
 use crate::options::{self, Options};
-use crate::pool::{Pool, Record, SpinLock, ALLOCATED, FREED, FREEING, UNUSED};
+use crate::pool::{is_live, Pool, Record, SpinLock, ALLOCATED, CHECKING, FREED, FREEING, UNUSED};
 use crate::report::{self, Error, Kind};
 use crate::sampler::{self, Fit, Verdict};
 use crate::stack::{self, Stack};
@@ -264,6 +264,9 @@ pub fn alloc_slow(size: usize, align: usize, routine: u8, defaults: &Options) ->
     sampler::hold();
     let ready = ensure_started(defaults);
     control::name_if_unnamed();
+    if let Some(pool) = pool() {
+        serve_check_request(pool);
+    }
     let page = sys::page_size();
     let fit = if size == 0 || size > page || align > page {
         Fit::Incompatible
@@ -431,14 +434,22 @@ fn free_in_pool(pool: &Pool, p: usize, routine: u8, entry_sp: usize) {
         // A pointer inside the object is a bad free of that object. Anything else on its page
         // is a stale pointer to an earlier occupant of the slot: it is reported without
         // charging the current object, whose one report must stay available for its own bugs.
-        let inside = state == ALLOCATED && p > s.addr && p < s.addr + s.size;
+        let inside = is_live(state) && p > s.addr && p < s.addr + s.size;
         let obj = inside.then_some(i);
         return bad_free(pool, Kind::InvalidFree, p, obj, entry_sp);
     }
-    if let Err(st) = s
-        .state
-        .compare_exchange(ALLOCATED, FREEING, AcqRel, Acquire)
-    {
+    // An object whose canary another thread is checking is freed once the check is over (a
+    // few microseconds per object).
+    let won = loop {
+        match s
+            .state
+            .compare_exchange(ALLOCATED, FREEING, AcqRel, Acquire)
+        {
+            Err(CHECKING) => sys::yield_now(),
+            other => break other,
+        }
+    };
+    if let Err(st) = won {
         let kind = if st == FREED || st == FREEING {
             Kind::DoubleFree
         } else {
@@ -525,11 +536,80 @@ pub fn exit_status(status: i32) -> i32 {
 /// the preload, after the libraries' destructors): removes the control file, and applies
 /// `exitcode` as the sanitizers do, by ending the process from here once stdio is flushed.
 extern "C" fn on_exit(status: i32, _: *mut core::ffi::c_void) {
+    check_at_exit();
     control::at_exit();
     let wanted = exit_status(status);
     if wanted != status {
         sys::flush_and_exit(wanted);
     }
+}
+
+/// A check of every live object's canary asked for from outside (`ufence objects PID --check`,
+/// through the control block), run by the first thread to come by the sampling slow path.
+fn serve_check_request(pool: &Pool) {
+    let Some(b) = control::block() else { return };
+    let req = &b.check;
+    let asked = req.asked.load(Acquire);
+    let taken = req.taken.load(Relaxed);
+    if asked == taken
+        || req
+            .taken
+            .compare_exchange(taken, asked, AcqRel, Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let found = check_live(pool);
+    req.found.store(found, Relaxed);
+    req.done.store(asked, Release);
+}
+
+/// At normal exit (`exit`, and `_exit` under the preload): the canaries of the objects still
+/// allocated, which no free will ever check. Not in a `vfork` child, whose objects are its
+/// parent's and still in use.
+pub fn check_at_exit() {
+    if let Some(pool) = pool() {
+        if control::owned_here() {
+            check_live(pool);
+        }
+    }
+}
+
+/// Checks the canary of every live object and reports each damaged one (once per object, as
+/// ever), naming it as still allocated. Returns how many are damaged.
+fn check_live(pool: &Pool) -> u64 {
+    let prev = sampler::hold();
+    let mut found = 0;
+    for i in pool.ever_used() {
+        let s = pool.slot(i);
+        // Holding the slot in CHECKING keeps a concurrent free from protecting the page under
+        // the reads below (it waits).
+        if s.state
+            .compare_exchange(ALLOCATED, CHECKING, Acquire, Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        if let Some(damaged) = pool.first_damaged(s, i) {
+            found += 1;
+            let here = stack::capture(stack::approx_sp());
+            report_error(
+                pool,
+                &Error {
+                    kind: Kind::Corruption,
+                    addr: s.addr,
+                    is_write: true,
+                    object: Some((i, s)),
+                    stack: &here,
+                    damaged,
+                    dealloc: crate::routine::ANY,
+                },
+            );
+        }
+        s.state.store(ALLOCATED, Release);
+    }
+    sampler::release(prev);
+    found
 }
 
 /// Reports an error once per object, counts it, and aborts when `on_error=abort`.
@@ -571,7 +651,7 @@ pub fn object_size(p: *const u8) -> Option<usize> {
     match pool.place(p as usize) {
         crate::pool::Place::Object(i) => {
             let s = pool.slot(i);
-            (s.state.load(Acquire) == ALLOCATED && s.addr == p as usize).then_some(s.size)
+            (is_live(s.state.load(Acquire)) && s.addr == p as usize).then_some(s.size)
         }
         _ => None,
     }

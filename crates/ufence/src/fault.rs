@@ -8,7 +8,7 @@
 //! gets the default action, exactly as if ufence were not there.
 
 use crate::detector::{self, is_freed};
-use crate::pool::{Place, Pool, ALLOCATED};
+use crate::pool::{is_live, Place, Pool};
 use crate::report::{Error, Kind};
 use crate::{stack, sys};
 use core::cell::UnsafeCell;
@@ -186,7 +186,7 @@ fn handle(pool: &Pool, addr: usize, ctx: *mut libc::c_void) -> bool {
             let st = pool.slot(i).state.load(Acquire);
             if is_freed(st) {
                 (Kind::UseAfterFree, Some(i))
-            } else if st == ALLOCATED {
+            } else if is_live(st) {
                 // A stale access that raced with the slot's reuse finds the page open when it
                 // retries. A second fault at the same address means the page's protection was
                 // changed by the program itself (mprotect): that fault is the program's.
@@ -236,7 +236,7 @@ fn nearest_allocated(
     left: Option<usize>,
     right: Option<usize>,
 ) -> Option<usize> {
-    let live = |i: usize| pool.slot(i).state.load(Acquire) == ALLOCATED;
+    let live = |i: usize| is_live(pool.slot(i).state.load(Acquire));
     let l = left.filter(|&i| live(i)).map(|i| {
         let s = pool.slot(i);
         (i, addr.saturating_sub(s.addr + s.size))

@@ -76,6 +76,11 @@ pub fn free_slow(p: *mut u8, routine: u8) {
     detector::free_slow(p, routine)
 }
 
+/// Checks the canaries of the live sampled objects, as at normal exit: for a preload's `_exit`.
+pub fn check_at_exit() {
+    detector::check_at_exit();
+}
+
 /// `sigaction` for a preload that keeps ufence's fault handler in front: see
 /// `fault::chained_sigaction`. Returns false when the caller must make the real call.
 pub fn chained_sigaction(

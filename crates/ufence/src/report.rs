@@ -2,7 +2,7 @@
 //! so that a report can be produced inside a signal handler running on a small alternate stack.
 
 use crate::fmt::{cstr_bytes, BufWriter, Escaped};
-use crate::pool::{Pool, Record, Slot, FREED};
+use crate::pool::{Pool, Record, Slot, CHECKING, FREED};
 use crate::stack::Stack;
 use crate::symbolize::{Demangled, LineCache, Symbolizer};
 use crate::sys;
@@ -362,7 +362,10 @@ pub(crate) fn write_headline(out: &mut dyn Write, e: &Error, pool: &Pool) {
         (Kind::Corruption, Some((i, s))) => {
             let _ = write!(out, "Corrupted memory at {:#x} [", e.damaged);
             write_damage(out, e.damaged, s, pool, i);
-            let _ = write!(out, " ] (in ufence-#{i}):");
+            // Found by a check of the live objects (at exit, or on request), not by a free.
+            let live = s.state.load(core::sync::atomic::Ordering::Acquire) == CHECKING;
+            let still = if live { ", still allocated" } else { "" };
+            let _ = write!(out, " ] (in ufence-#{i}{still}):");
         }
         (kind, _) => {
             let what = match kind {
