@@ -294,7 +294,7 @@ extern "C" {
     fn bsd_signal(sig: i32, handler: libc::sighandler_t) -> libc::sighandler_t;
 }
 
-/// Keeps ufence's SIGSEGV/SIGBUS handler in front: a program (or a runtime such as Rust's std)
+/// Keeps ufence's SIGSEGV/SIGBUS (and SIGABRT) handler in front: a program (or a runtime such as Rust's std)
 /// that installs its own gets it recorded as the handler ufence passes foreign faults to, and
 /// reads back what it would have found without ufence. Other signals are untouched.
 #[no_mangle]
@@ -312,11 +312,11 @@ pub extern "C" fn sigaction(
     unsafe { uf::sys::real_sigaction(sig, act, old) }
 }
 
-/// `signal` for SIGSEGV/SIGBUS, as `sigaction` above (glibc's own `signal` would not come
+/// `signal` for SIGSEGV/SIGBUS/SIGABRT, as `sigaction` above (glibc's own `signal` would not come
 /// through our `sigaction`).
 #[no_mangle]
 pub extern "C" fn signal(sig: i32, handler: libc::sighandler_t) -> libc::sighandler_t {
-    if sig == libc::SIGSEGV || sig == libc::SIGBUS {
+    if sig == libc::SIGSEGV || sig == libc::SIGBUS || sig == libc::SIGABRT {
         // SAFETY: building a sigaction as glibc's BSD-style signal() does.
         let act = unsafe {
             let mut act: libc::sigaction = core::mem::zeroed();
@@ -422,11 +422,46 @@ exec_wrappers! {
     fexecve, c"fexecve", (fd: c_int, argv: Args, envp: Args);
 }
 
+extern "C" {
+    /// glibc's `dladdr` with the symbol's ELF entry (`RTLD_DL_SYMENT`), for its size.
+    fn dladdr1(
+        addr: *const c_void,
+        info: *mut libc::Dl_info,
+        extra: *mut *mut c_void,
+        flags: c_int,
+    ) -> c_int;
+}
+const RTLD_DL_SYMENT: c_int = 1;
+
+/// `[start, end)` of the code of the function that starts at `f`, from its dynamic symbol;
+/// `(0, 0)` when that cannot be known.
+fn function_range(f: usize) -> (usize, usize) {
+    // SAFETY: dladdr1 with valid out-pointers; it fills `info` and points `sym` at the symbol's
+    // entry in the module's dynamic symbol table, which stays mapped while the module is.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        let mut sym: *mut c_void = core::ptr::null_mut();
+        if dladdr1(f as *const c_void, &mut info, &mut sym, RTLD_DL_SYMENT) == 0 || sym.is_null() {
+            return (0, 0);
+        }
+        let size = (*sym.cast::<libc::Elf64_Sym>()).st_size as usize;
+        if info.dli_saddr as usize != f || size == 0 {
+            return (0, 0);
+        }
+        (f, f + size)
+    }
+}
+
 /// Marks the process as running under the preload (so reports cut this library's frames) and
-/// starts ufence early, before `main`, so that option warnings come first.
+/// starts ufence early, before `main`, so that option warnings come first. Tells ufence where
+/// the allocator's `free` and `realloc` are, for the invalid frees it can only catch there.
 extern "C" fn on_load() {
     uf::mark_preload();
     next::ensure();
+    uf::set_forwarded_frees(
+        function_range(next::FREE.get() as usize),
+        function_range(next::REALLOC.get() as usize),
+    );
     resolve_exec();
     uf::start(&DEFAULTS);
 }

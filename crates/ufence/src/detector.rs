@@ -612,8 +612,37 @@ fn check_live(pool: &Pool) -> u64 {
     found
 }
 
+/// An invalid free that the C library itself caught (it aborted or faulted inside the `free` or
+/// `realloc` ufence forwarded to it): reported from the signal handler, without `on_error`'s
+/// abort, since the process goes on to end as it would have. `fault_addr` is what the library
+/// faulted on (0 when it aborted). C++ names stay mangled: the library may hold its own lock,
+/// and demangling allocates.
+pub fn report_foreign_free(pool: &Pool, stack: &Stack, fault_addr: usize, routine: u8) {
+    crate::symbolize::set_demangle_cpp(false);
+    report_once(
+        pool,
+        &Error {
+            kind: Kind::InvalidFree,
+            addr: fault_addr,
+            is_write: false,
+            object: None,
+            stack,
+            damaged: 0,
+            dealloc: routine,
+        },
+    );
+    crate::symbolize::set_demangle_cpp(true);
+}
+
 /// Reports an error once per object, counts it, and aborts when `on_error=abort`.
 pub fn report_error(pool: &Pool, e: &Error) {
+    report_once(pool, e);
+    if sampler::knobs().abort_on_error.load(Relaxed) {
+        sys::abort_now();
+    }
+}
+
+fn report_once(pool: &Pool, e: &Error) {
     let first = match e.object {
         Some((_, s)) => s.mark_reported(),
         None => true,
@@ -636,9 +665,6 @@ pub fn report_error(pool: &Pool, e: &Error) {
         if locked {
             REPORT_LOCK.unlock();
         }
-    }
-    if sampler::knobs().abort_on_error.load(Relaxed) {
-        sys::abort_now();
     }
 }
 

@@ -13,7 +13,7 @@ use crate::report::{Error, Kind};
 use crate::{stack, sys};
 use core::cell::UnsafeCell;
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use core::sync::atomic::{AtomicBool, AtomicU32};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
 
 /// The dispositions ufence chains to for SIGSEGV and SIGBUS: what was installed before it, or
 /// what the program installed since (through the preload's `sigaction`, or found by
@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32};
 /// copy unless a writer stalls in the middle of one for thousands of retries.
 struct Previous {
     seq: AtomicU32,
-    acts: UnsafeCell<[libc::sigaction; 2]>,
+    acts: UnsafeCell<[libc::sigaction; 3]>,
 }
 // SAFETY: `acts` is written only under the odd phase of `seq` and read with a seqlock retry.
 unsafe impl Sync for Previous {}
@@ -35,7 +35,15 @@ static PREVIOUS: Previous = Previous {
 /// SIGSEGV/SIGBUS from PREVIOUS).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-const SIGNALS: [i32; 2] = [libc::SIGSEGV, libc::SIGBUS];
+/// SIGABRT is handled under the preload only, to name the bad pointer when the C library aborts
+/// inside a `free` or `realloc` that ufence forwarded (see [`foreign_free`]); chained exactly
+/// as the other two.
+const SIGNALS: [i32; 3] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGABRT];
+
+/// Whether ufence handles `sig` in this process.
+fn ours(sig: i32) -> bool {
+    sig != libc::SIGABRT || crate::is_preload()
+}
 
 fn slot_of(sig: i32) -> Option<usize> {
     SIGNALS.iter().position(|&s| s == sig)
@@ -83,6 +91,9 @@ impl Previous {
 pub fn install() -> bool {
     sys::ensure_altstack();
     for (n, sig) in SIGNALS.into_iter().enumerate() {
+        if !ours(sig) {
+            continue;
+        }
         // Record what is there first, so that no fault can find an empty chain.
         if let Some(cur) = sys::current_handler(sig) {
             PREVIOUS.set(n, &cur);
@@ -108,6 +119,9 @@ pub fn ensure_installed() {
         return;
     }
     for (n, sig) in SIGNALS.into_iter().enumerate() {
+        if !ours(sig) {
+            continue;
+        }
         let Some(cur) = sys::current_handler(sig) else {
             continue;
         };
@@ -134,7 +148,7 @@ pub fn chained_sigaction(
     let Some(n) = slot_of(sig) else {
         return false;
     };
-    if !ACTIVE.load(Acquire) {
+    if !ACTIVE.load(Acquire) || !ours(sig) {
         return false;
     }
     if let Some(old) = old {
@@ -151,13 +165,83 @@ extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
     let handled = match detector::pool() {
-        Some(pool) if pool.contains(addr) => handle(pool, addr, ctx),
+        Some(pool) if sig != libc::SIGABRT && pool.contains(addr) => handle(pool, addr, ctx),
         _ => false,
     };
     if !handled {
+        let fault_addr = if sig == libc::SIGABRT { 0 } else { addr };
+        foreign_free(sig, fault_addr, ctx);
         chain(sig, info, ctx);
     }
     sys::set_errno(saved_errno);
+}
+
+/// The next allocator's `free` and `realloc` as `[start, end)` ranges (from the preload, see
+/// [`set_forwarded`]), and the load base of its module; 0 until set.
+static FORWARDED: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+static FORWARDED_MODULE: AtomicUsize = AtomicUsize::new(0);
+/// One such report per process: several threads may crash in the same bad free.
+static FOREIGN_REPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Tells the handler where the allocator behind the preload has its `free` and `realloc`.
+pub fn set_forwarded(free: (usize, usize), realloc: (usize, usize)) {
+    for (slot, v) in FORWARDED.iter().zip([free.0, free.1, realloc.0, realloc.1]) {
+        slot.store(v, Relaxed);
+    }
+    let base = sys::module_of(free.0).map_or(0, |m| m.0);
+    FORWARDED_MODULE.store(base, Release);
+    // ufence may have started before the preload's constructor said it is one (a C++
+    // runtime's constructor allocates first): then SIGABRT is taken now.
+    ensure_installed();
+}
+
+/// The routine (`routine::FREE` or `REALLOC`) whose code holds `pc`, if either.
+fn forwarded_at(pc: usize) -> Option<u8> {
+    let r = |i: usize| FORWARDED[i].load(Relaxed);
+    if r(0) <= pc && pc < r(1) {
+        Some(crate::routine::FREE)
+    } else if r(2) <= pc && pc < r(3) {
+        Some(crate::routine::REALLOC)
+    } else {
+        None
+    }
+}
+
+/// A SIGABRT, or a fault outside the pool: if the thread is inside the C library's `free` or
+/// `realloc`, called from outside that library (so through ufence, whose entry points jump
+/// there), the program freed something that was never the allocator's. Reported as an invalid
+/// free with the stack of the call; the caller then lets the signal take its course. Nothing
+/// here runs unless such a signal arrives: the fast path is untouched.
+fn foreign_free(sig: i32, fault_addr: usize, ctx: *mut libc::c_void) {
+    let module = FORWARDED_MODULE.load(Acquire);
+    let Some(pool) = detector::pool() else { return };
+    if module == 0 || FOREIGN_REPORTED.load(Relaxed) {
+        return;
+    }
+    let (pc, _) = fault_context(ctx);
+    let module_of = |pc: usize| sys::module_of(pc).map_or(0, |m| m.0);
+    // A fault anywhere but in that library's code is not ours to look at (and costs no unwind:
+    // some runtimes take faults on purpose, often).
+    if sig != libc::SIGABRT && module_of(pc) != module {
+        return;
+    }
+    let prev = crate::sampler::hold();
+    let mut st = stack::capture_from_fault(pc);
+    let frames = st.frames();
+    // The innermost frame is the interrupted instruction; the others are return addresses,
+    // which point just past their call.
+    let hit = frames.iter().enumerate().find_map(|(i, &f)| {
+        let at = if i == 0 { f } else { f.wrapping_sub(1) };
+        forwarded_at(at).map(|r| (i, r))
+    });
+    if let Some((i, routine)) = hit {
+        let caller = frames.get(i + 1).copied();
+        if caller.is_some_and(|c| module_of(c) != module) && !FOREIGN_REPORTED.swap(true, Relaxed) {
+            st.drop_innermost(i + 1);
+            detector::report_foreign_free(pool, &st, fault_addr, routine);
+        }
+    }
+    crate::sampler::release(prev);
 }
 
 /// The faulting instruction and whether the access was a write, from the CPU context.

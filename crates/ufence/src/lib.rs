@@ -81,6 +81,13 @@ pub fn check_at_exit() {
     detector::check_at_exit();
 }
 
+/// Where the allocator behind a preload has its `free` and `realloc` (`[start, end)` of their
+/// code), so that an abort or fault inside them, on a pointer ufence forwarded, is reported as
+/// an invalid free.
+pub fn set_forwarded_frees(free: (usize, usize), realloc: (usize, usize)) {
+    fault::set_forwarded(free, realloc)
+}
+
 /// `sigaction` for a preload that keeps ufence's fault handler in front: see
 /// `fault::chained_sigaction`. Returns false when the caller must make the real call.
 pub fn chained_sigaction(

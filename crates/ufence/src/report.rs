@@ -367,6 +367,25 @@ pub(crate) fn write_headline(out: &mut dyn Write, e: &Error, pool: &Pool) {
             let still = if live { ", still allocated" } else { "" };
             let _ = write!(out, " ] (in ufence-#{i}{still}):");
         }
+        (Kind::InvalidFree, None) if e.dealloc != crate::routine::ANY => {
+            // Caught by the C library behind ufence (`detector::report_foreign_free`): the
+            // pointer was never its memory.
+            let routine = crate::routine::name(e.dealloc);
+            if e.addr == 0 {
+                let _ = write!(
+                    out,
+                    "Invalid free: the C library's {routine} rejected the pointer and aborted:"
+                );
+            } else {
+                let _ = write!(
+                    out,
+                    "Invalid free: the C library's {routine} faulted at {:#x} (",
+                    e.addr
+                );
+                describe_address(out, e.addr);
+                let _ = write!(out, "):");
+            }
+        }
         (kind, _) => {
             let what = match kind {
                 Kind::InvalidFree => "Invalid free of",
@@ -375,6 +394,48 @@ pub(crate) fn write_headline(out: &mut dyn Write, e: &Error, pool: &Pool) {
             };
             let _ = write!(out, "{what} {:#x}:", e.addr);
         }
+    }
+}
+
+/// What memory `addr` is: a thread's stack, a module's static data, the heap, another mapping,
+/// or nothing mapped (from `/proc/self/maps`, read without allocating).
+fn describe_address(out: &mut dyn Write, addr: usize) {
+    let Some(m) = sys::mapping_of(addr) else {
+        let _ = write!(out, "not mapped");
+        return;
+    };
+    let perms = core::str::from_utf8(&m.perms).unwrap_or("?");
+    if m.name() == b"[stack]" {
+        let _ = write!(out, "on the stack of the main thread");
+    } else if m.name() == b"[heap]" {
+        let _ = write!(out, "in the heap");
+    } else if let Some((base, path)) = sys::module_of(addr) {
+        let what = if m.perms[2] == b'x' {
+            "code"
+        } else {
+            "static data"
+        };
+        let path = path.to_bytes();
+        let path: &[u8] = if path.is_empty() {
+            crate::symbolize::exe_path()
+        } else {
+            path
+        };
+        let _ = write!(out, "in the {what} of {}+{:#x}", Escaped(path), addr - base);
+    } else if m.name().is_empty() {
+        let _ = write!(
+            out,
+            "in an anonymous mapping {:#x}-{:#x} {perms}: mmap, or a thread's stack",
+            m.start, m.end
+        );
+    } else {
+        let _ = write!(
+            out,
+            "in a mapping of {} {:#x}-{:#x} {perms}",
+            Escaped(m.name()),
+            m.start,
+            m.end
+        );
     }
 }
 
