@@ -320,7 +320,10 @@ macro_rules! delete {
         #[no_mangle]
         pub extern "C" fn $name(p: *mut c_void $(, $a: $t)*) {
             if uf::owns(p.cast()) {
-                return crate::free_pool_as(p, $routine);
+                // Without `DIRECT`, the next `operator new` may have got its memory from
+                // `malloc` (sampled as such): no family can be told then.
+                let r = if DIRECT.get() { $routine } else { uf::routine::ANY };
+                return crate::free_pool_as(p, r);
             }
             // SAFETY: not a pool pointer, so the allocator's: its free, or the next operator
             // of this form, takes it with the caller's arguments.

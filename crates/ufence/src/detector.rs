@@ -226,6 +226,13 @@ extern "C" fn fork_child() {
     REPORT_LOCK.reset();
     if let Some(p) = pool() {
         p.lock.reset();
+        // A canary check another thread was running is over here: a free would wait for it.
+        for i in p.ever_used() {
+            let _ = p
+                .slot(i)
+                .state
+                .compare_exchange(CHECKING, ALLOCATED, Relaxed, Relaxed);
+        }
     }
     if control::fork_child(true) {
         mirror_all();
@@ -547,6 +554,10 @@ extern "C" fn on_exit(status: i32, _: *mut core::ffi::c_void) {
 /// A check of every live object's canary asked for from outside (`ufence objects PID --check`,
 /// through the control block), run by the first thread to come by the sampling slow path.
 fn serve_check_request(pool: &Pool) {
+    // A raw-forked or vfork child still sees its parent's block: the request is the parent's.
+    if !control::owned_here() {
+        return;
+    }
     let Some(b) = control::block() else { return };
     let req = &b.check;
     let asked = req.asked.load(Acquire);
