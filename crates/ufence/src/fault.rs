@@ -1,4 +1,4 @@
-//! The SIGSEGV/SIGBUS handler.
+//! The SIGSEGV/SIGBUS (and, under the preload, SIGABRT) handler.
 //!
 //! A fault inside the pool is ufence's: it is attributed (KFENCE's rules: a guard-page fault
 //! belongs to the nearest allocated neighbour, a fault on a freed object's page is a
@@ -160,20 +160,49 @@ pub fn chained_sigaction(
     true
 }
 
+/// The handler. SIGABRT takes a path of small frames of its own: it may arrive nested on a
+/// small alternate stack that is nearly used up (Rust's std aborts from its stack-overflow
+/// handler), where the fault path's frame would not fit.
 extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    if sig == libc::SIGABRT {
+        on_abort(info, ctx)
+    } else {
+        on_segv(sig, info, ctx)
+    }
+}
+
+#[inline(never)]
+fn on_abort(info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let saved_errno = sys::errno();
+    if room_to_report() {
+        foreign_free(libc::SIGABRT, 0, ctx);
+    }
+    chain(libc::SIGABRT, info, ctx);
+    sys::set_errno(saved_errno);
+}
+
+#[inline(never)]
+fn on_segv(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let saved_errno = sys::errno();
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
     let handled = match detector::pool() {
-        Some(pool) if sig != libc::SIGABRT && pool.contains(addr) => handle(pool, addr, ctx),
+        Some(pool) if pool.contains(addr) => handle(pool, addr, ctx),
         _ => false,
     };
     if !handled {
-        let fault_addr = if sig == libc::SIGABRT { 0 } else { addr };
-        foreign_free(sig, fault_addr, ctx);
+        if room_to_report() {
+            foreign_free(sig, addr, ctx);
+        }
         chain(sig, info, ctx);
     }
     sys::set_errno(saved_errno);
+}
+
+/// Unwinding and reporting need room: not on a small alternate stack someone else gave the
+/// thread, nor deep in one.
+fn room_to_report() -> bool {
+    altstack_room().is_none_or(|room| room >= 48 * 1024)
 }
 
 /// The next allocator's `free` and `realloc` as `[start, end)` ranges (from the preload, see
@@ -212,6 +241,8 @@ fn forwarded_at(pc: usize) -> Option<u8> {
 /// there), the program freed something that was never the allocator's. Reported as an invalid
 /// free with the stack of the call; the caller then lets the signal take its course. Nothing
 /// here runs unless such a signal arrives: the fast path is untouched.
+#[cold]
+#[inline(never)]
 fn foreign_free(sig: i32, fault_addr: usize, ctx: *mut libc::c_void) {
     let module = FORWARDED_MODULE.load(Acquire);
     let Some(pool) = detector::pool() else { return };
@@ -242,6 +273,22 @@ fn foreign_free(sig: i32, fault_addr: usize, ctx: *mut libc::c_void) {
         }
     }
     crate::sampler::release(prev);
+}
+
+/// The room left below the current stack pointer when the handler runs on an alternate signal
+/// stack; None on the thread's own stack.
+#[inline(never)]
+fn altstack_room() -> Option<usize> {
+    // SAFETY: sigaltstack with a null new stack only reads the current one into `ss`.
+    let ss = unsafe {
+        let mut ss: libc::stack_t = core::mem::zeroed();
+        if libc::sigaltstack(core::ptr::null(), &mut ss) != 0 {
+            return None;
+        }
+        ss
+    };
+    (ss.ss_flags & libc::SS_ONSTACK != 0)
+        .then(|| stack::approx_sp().saturating_sub(ss.ss_sp as usize))
 }
 
 /// The faulting instruction and whether the access was a write, from the CPU context.
@@ -383,6 +430,16 @@ fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
                 };
                 sys::sigmask(libc::SIG_UNBLOCK, &one);
             }
+            // While the program's fault handler runs, SIGABRT is the program's own: a handler
+            // that aborts (Rust's std does, from a small alternate stack nearly used up) must
+            // not need room for ufence's SIGABRT frame there, nor get a report about it.
+            let abrt = slot_of(libc::SIGABRT).unwrap_or(0);
+            let swap = sig != libc::SIGABRT && ours(libc::SIGABRT);
+            if swap {
+                let own = PREVIOUS.get(abrt);
+                // SAFETY: a valid sigaction, the program's own for SIGABRT.
+                unsafe { sys::real_sigaction(libc::SIGABRT, &own, core::ptr::null_mut()) };
+            }
             // SAFETY: h is the handler the program installed for this signal, called with the
             // arguments its flags ask for.
             unsafe {
@@ -394,6 +451,11 @@ fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
                     let f: extern "C" fn(i32) = core::mem::transmute(h);
                     f(sig);
                 }
+            }
+            if swap {
+                // Back in front (a handler that never returns leaves it to `ensure_installed`
+                // at the next sampled allocation).
+                sys::install_handler(libc::SIGABRT, on_fault);
             }
             sys::sigmask(libc::SIG_SETMASK, &saved);
         }
