@@ -603,7 +603,10 @@ fn check_live(pool: &Pool) -> u64 {
         }
         if let Some(damaged) = pool.first_damaged(s, i) {
             found += 1;
-            let here = stack::capture(stack::approx_sp());
+            // Where the check ran (the exit path, or whichever allocation served a request)
+            // says nothing about the bug, and would give every such report the same title and
+            // signature: the report is told from the object's allocation stack.
+            let here = s.alloc.stack();
             report_error(
                 pool,
                 &Error {
