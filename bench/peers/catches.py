@@ -90,6 +90,12 @@ bug("cxx-uaf-write", "C++ new/delete", "delete of a 40-byte object, then write a
 bug("cxx-delete-twice", "C++ new/delete", "delete the same object twice", "cpp", "delete-twice")
 bug("cxx-array-overflow", "C++ new/delete", "new int[25] (100 B), write a[25]", "cpp", "array-overflow")
 bug("cxx-array-underflow", "C++ new/delete", "new int[25] (100 B), write a[-1]", "cpp", "array-underflow")
+bug("cxx-new-array-delete", "C++ mismatch", "new int[25], released by delete (not delete[])", "cpp", "new-array-delete")
+bug("cxx-new-free", "C++ mismatch", "new Session, released by free()", "cpp", "new-free")
+bug("cxx-malloc-delete", "C++ mismatch", "malloc(100), released by delete", "cpp", "malloc-delete")
+bug("leak-overflow-13-by2", "never freed", "malloc(13), write p[14], never freed, normal exit", "leak")
+bug("free-stack", "never on the heap", "free() of a stack buffer", "nonheap", "stack")
+bug("free-static", "never on the heap", "free() of a static array", "nonheap", "static")
 
 TOOLS = ["glibc", "ufence", "gwp-asan", "efence", "duma", "valgrind"]
 TOOL_TITLE = {
@@ -110,7 +116,8 @@ def tool_env(tool, a):
         return {"LD_PRELOAD": a.ufence, "UFENCE_OPTIONS": "sample_rate=1:max_overhead=0"}, []
     if tool == "gwp-asan":
         return {"LD_PRELOAD": a.scudo,
-                "SCUDO_OPTIONS": "GWP_ASAN_SampleRate=1:GWP_ASAN_MaxSimultaneousAllocations=256"}, []
+                "SCUDO_OPTIONS": "GWP_ASAN_SampleRate=1:GWP_ASAN_MaxSimultaneousAllocations=256"
+                                 ":dealloc_type_mismatch=true"}, []
     if tool == "efence":
         # EF_ALIGNMENT=1: byte-exact overflow detection (the default aligns sizes up to 16 B and
         # misses overflows into that slack); EF_PROTECT_FREE=1: freed memory is never reused.
@@ -184,6 +191,8 @@ def classify(tool, rc, err):
             return True, k
         if re.search(r"== Invalid (read|write|free)", err):
             return True, "invalid"
+        if re.search(r"== Mismatched free\(\) / delete / delete \[\]", err):
+            return True, "mismatch"
         return False, sig if rc else ""
     # glibc alone
     m = re.search(r"^(free\(\)|double free|malloc\(\)|realloc\(\)|munmap_chunk\(\)|corrupted|malloc_consolidate\(\))[^\n]*", err, re.M)
@@ -199,7 +208,7 @@ def detail(tool, rc, err):
     showing each tool's exact wording."""
     d = ""
     if tool == "ufence":
-        m = re.search(r"^(Out-of-bounds|Use-after-free|Corrupted memory|Invalid free|Double free|Invalid read|Invalid write)[^\n]*", err, re.M)
+        m = re.search(r"^(Out-of-bounds|Use-after-free|Corrupted memory|Invalid free|Double free|Invalid read|Invalid write|Alloc-dealloc mismatch)[^\n]*", err, re.M)
         d = m.group(0) if m else ""
     elif tool == "gwp-asan":
         m = re.search(r"\*\*\* GWP-ASan detected a memory error \*\*\*\n([^\n]*)", err) or re.search(r"Scudo ERROR:[^\n]*", err)
@@ -208,7 +217,7 @@ def detail(tool, rc, err):
         m = re.search(r"(?:ElectricFence|DUMA) Aborting:[^\n]*", err)
         d = m.group(0) if m else ("SIGSEGV (no message)" if rc == 139 else "SIGBUS (no message)" if rc == 135 else "")
     elif tool == "valgrind":
-        m = re.search(r"== (Invalid [^\n]*)\n(?:==\d+==\s+(?:at|by) [^\n]*\n)*==\d+==\s+(Address [^\n]*)", err)
+        m = re.search(r"== ((?:Invalid|Mismatched) [^\n]*)\n(?:==\d+==\s+(?:at|by) [^\n]*\n)*==\d+==\s+(Address [^\n]*)", err)
         d = f"{m.group(1)}; {m.group(2)}" if m else ""
     else:
         m = re.search(r"^(free\(\)|double free|malloc\(\)|realloc\(\)|munmap_chunk\(\)|corrupted|malloc_consolidate\(\))[^\n]*", err, re.M)

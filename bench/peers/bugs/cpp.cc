@@ -1,5 +1,7 @@
-// C++ new/delete: cpp uaf-read | uaf-write | delete-twice | array-overflow | array-underflow
+// C++ new/delete: cpp uaf-read | uaf-write | delete-twice | array-overflow | array-underflow |
+//                   new-array-delete | new-free | malloc-delete
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 struct Session {
@@ -34,6 +36,18 @@ int main(int argc, char **argv) {
         else
             a[-1] = 1;
         delete[] a;
+    } else if (!strcmp(bug, "new-array-delete")) {
+        int *volatile a = new int[25];
+        sink = a;
+        delete a; // should be delete[]
+    } else if (!strcmp(bug, "new-free")) {
+        Session *volatile s = new Session{42, "alice", 1};
+        sink = s;
+        std::free(s); // should be delete
+    } else if (!strcmp(bug, "malloc-delete")) {
+        int *volatile p = static_cast<int *>(std::malloc(100));
+        sink = p;
+        delete p; // should be free
     } else {
         return 2;
     }

@@ -1,6 +1,7 @@
 //! The `ufence` command: run a program under the preload, show a demo, list the options, and
 //! watch and steer every process under ufence through its control block.
 
+mod check;
 mod demo;
 mod exporter;
 mod objects;
@@ -17,6 +18,14 @@ mod triage;
 use clap::{Arg, ArgAction, Command};
 use std::process::ExitCode;
 use ufence_core::options::SPECS;
+
+/// `--check` of `ufence objects` and `ufence stats` (see `check`).
+fn check_arg() -> Arg {
+    Arg::new("check")
+        .long("check")
+        .action(ArgAction::SetTrue)
+        .help("First ask the process to check the canaries of its live objects (served on its next sampling slow path; damaged ones are reported by the process)")
+}
 
 fn cli() -> Command {
     let mut run = Command::new("run")
@@ -108,12 +117,14 @@ fn cli() -> Command {
                         .long("format")
                         .value_parser(["kfence", "json", "prometheus"])
                         .default_value("kfence"),
-                ),
+                )
+                .arg(check_arg().conflicts_with("all")),
         )
         .subcommand(
             Command::new("objects")
                 .about("Show every slot of a process's pool with symbolized stacks, as KFENCE's objects file does")
-                .arg(Arg::new("pid").value_name("PID").required(true)),
+                .arg(Arg::new("pid").value_name("PID").required(true))
+                .arg(check_arg()),
         )
         .subcommand(
             Command::new("set")

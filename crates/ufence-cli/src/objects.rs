@@ -20,7 +20,12 @@ const RULE: &str = "---------------------------------";
 
 pub fn main(m: &ArgMatches) -> Result<u8, String> {
     let pid = m.get_one::<String>("pid").expect("required");
-    let snap = runtime::for_pid(pid)?;
+    let mut snap = runtime::for_pid(pid)?;
+    if m.get_flag("check") {
+        crate::check::request(&snap)?;
+        // What the check changed (reported objects, counters) is read afresh.
+        snap = runtime::for_pid(pid)?;
+    }
     if !snap.live() {
         eprintln!(
             "ufence: process {} is {}; these are its last objects (stacks unsymbolized)",

@@ -27,7 +27,11 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
         let pid = m
             .get_one::<String>("pid")
             .ok_or("give a PID, or --all for every live process")?;
-        let s = runtime::for_pid(pid)?;
+        let mut s = runtime::for_pid(pid)?;
+        if m.get_flag("check") {
+            crate::check::request(&s)?;
+            s = runtime::for_pid(pid)?;
+        }
         if !s.live() {
             eprintln!(
                 "ufence: process {} is {}; these are its last counters",

@@ -119,10 +119,11 @@ pub fn fill() {
 /// The fast path of the aligned and nothrow forms of `operator new`: a sampled object, or
 /// (when `DIRECT`) the allocator's memory, or null: then the caller goes to the next
 /// `operator new`, which tries the new-handler and throws or returns null as its form
-/// requires. `align` 0 is the plain forms'.
-extern "C" fn new_try(size: usize, align: usize) -> *mut c_void {
+/// requires. `align` 0 is the plain forms'; `routine` is the form's (`uf::routine`), which a
+/// sampled object remembers.
+extern "C" fn new_try(size: usize, align: usize, routine: u8) -> *mut c_void {
     if uf::sample_tick() {
-        return new_expired(size, align);
+        return new_expired(size, align, routine);
     }
     new_unsampled(size, align)
 }
@@ -130,8 +131,8 @@ extern "C" fn new_try(size: usize, align: usize) -> *mut c_void {
 /// `new_try` once the countdown has expired (the plain forms' slow path).
 #[cold]
 #[inline(never)]
-extern "C" fn new_expired(size: usize, align: usize) -> *mut c_void {
-    let p = new_sampled(size, align);
+extern "C" fn new_expired(size: usize, align: usize, routine: u8) -> *mut c_void {
+    let p = new_sampled(size, align, routine);
     if !p.is_null() {
         return p;
     }
@@ -156,15 +157,15 @@ fn new_unsampled(size: usize, align: usize) -> *mut c_void {
 
 #[cold]
 #[inline(never)]
-fn new_sampled(size: usize, align: usize) -> *mut c_void {
-    uf::alloc_slow(size, align.max(16), &crate::DEFAULTS).cast()
+fn new_sampled(size: usize, align: usize, routine: u8) -> *mut c_void {
+    uf::alloc_slow(size, align.max(16), routine, &crate::DEFAULTS).cast()
 }
 
 /// Defines a throwing `operator new` as a naked function: the sampling check and the
 /// allocator's memory (`new_try`, inlined in assembly for the plain forms, which are most of a
 /// C++ program's allocations), then the next operator (through `$next`) if that gave nothing.
 macro_rules! throwing_new {
-    ($(#[$doc:meta])* $name:ident, $next:ident, plain) => {
+    ($(#[$doc:meta])* $name:ident, $next:ident, plain, $routine:path) => {
         $(#[$doc])*
         #[unsafe(naked)]
         #[no_mangle]
@@ -191,6 +192,7 @@ macro_rules! throwing_new {
                 "push rdi",
                 ".cfi_adjust_cfa_offset 8",
                 "xor esi, esi",
+                "mov edx, {routine}",
                 "call {expired}",
                 "pop rdi",
                 ".cfi_adjust_cfa_offset -8",
@@ -204,10 +206,11 @@ macro_rules! throwing_new {
                 malloc = sym MALLOC,
                 expired = sym new_expired,
                 next = sym $next,
+                routine = const $routine,
             )
         }
     };
-    ($(#[$doc:meta])* $name:ident, $next:ident, aligned) => {
+    ($(#[$doc:meta])* $name:ident, $next:ident, aligned, $routine:path) => {
         $(#[$doc])*
         #[unsafe(naked)]
         #[no_mangle]
@@ -221,6 +224,7 @@ macro_rules! throwing_new {
                 ".cfi_adjust_cfa_offset 8",
                 "sub rsp, 8",
                 ".cfi_adjust_cfa_offset 8",
+                "mov edx, {routine}",
                 "call {try_}",
                 "add rsp, 8",
                 ".cfi_adjust_cfa_offset -8",
@@ -236,6 +240,7 @@ macro_rules! throwing_new {
                 ".cfi_endproc",
                 try_ = sym new_try,
                 next = sym $next,
+                routine = const $routine,
             )
         }
     };
@@ -245,25 +250,25 @@ macro_rules! throwing_new {
 // and `Direct` is one byte.
 throwing_new!(
     /// `operator new(size_t)`.
-    _Znwm, NEW, plain
+    _Znwm, NEW, plain, uf::routine::NEW
 );
 throwing_new!(
     /// `operator new[](size_t)`.
-    _Znam, NEW_ARRAY, plain
+    _Znam, NEW_ARRAY, plain, uf::routine::NEW_ARRAY
 );
 throwing_new!(
     /// `operator new(size_t, align_val_t)`.
-    _ZnwmSt11align_val_t, NEW_ALIGNED, aligned
+    _ZnwmSt11align_val_t, NEW_ALIGNED, aligned, uf::routine::NEW_ALIGNED
 );
 throwing_new!(
     /// `operator new[](size_t, align_val_t)`.
-    _ZnamSt11align_val_t, NEW_ARRAY_ALIGNED, aligned
+    _ZnamSt11align_val_t, NEW_ARRAY_ALIGNED, aligned, uf::routine::NEW_ARRAY_ALIGNED
 );
 
 /// `operator new(size_t, const nothrow_t&)`.
 #[no_mangle]
 pub extern "C" fn _ZnwmRKSt9nothrow_t(size: usize, nt: *const c_void) -> *mut c_void {
-    let p = new_try(size, 0);
+    let p = new_try(size, 0, uf::routine::NEW);
     if !p.is_null() {
         return p;
     }
@@ -274,7 +279,7 @@ pub extern "C" fn _ZnwmRKSt9nothrow_t(size: usize, nt: *const c_void) -> *mut c_
 /// `operator new[](size_t, const nothrow_t&)`.
 #[no_mangle]
 pub extern "C" fn _ZnamRKSt9nothrow_t(size: usize, nt: *const c_void) -> *mut c_void {
-    let p = new_try(size, 0);
+    let p = new_try(size, 0, uf::routine::NEW_ARRAY);
     if !p.is_null() {
         return p;
     }
@@ -289,7 +294,7 @@ pub extern "C" fn _ZnwmSt11align_val_tRKSt9nothrow_t(
     align: usize,
     nt: *const c_void,
 ) -> *mut c_void {
-    let p = new_try(size, align);
+    let p = new_try(size, align, uf::routine::NEW_ALIGNED);
     if !p.is_null() {
         return p;
     }
@@ -304,7 +309,7 @@ pub extern "C" fn _ZnamSt11align_val_tRKSt9nothrow_t(
     align: usize,
     nt: *const c_void,
 ) -> *mut c_void {
-    let p = new_try(size, align);
+    let p = new_try(size, align, uf::routine::NEW_ARRAY_ALIGNED);
     if !p.is_null() {
         return p;
     }
@@ -315,12 +320,15 @@ pub extern "C" fn _ZnamSt11align_val_tRKSt9nothrow_t(
 /// Defines an `operator delete`: pool objects go back to the pool; others to the allocator's
 /// `free` (when `DIRECT`) or the next operator of the same form.
 macro_rules! delete {
-    ($(#[$doc:meta])* $name:ident, $next:ident, ($($a:ident: $t:ty),*)) => {
+    ($(#[$doc:meta])* $name:ident, $next:ident, $routine:path, ($($a:ident: $t:ty),*)) => {
         $(#[$doc])*
         #[no_mangle]
         pub extern "C" fn $name(p: *mut c_void $(, $a: $t)*) {
             if uf::owns(p.cast()) {
-                return crate::free_pool(p);
+                // Without `DIRECT`, the next `operator new` may have got its memory from
+                // `malloc` (sampled as such): no family can be told then.
+                let r = if DIRECT.get() { $routine } else { uf::routine::ANY };
+                return crate::free_pool_as(p, r);
             }
             // SAFETY: not a pool pointer, so the allocator's: its free, or the next operator
             // of this form, takes it with the caller's arguments.
@@ -337,52 +345,53 @@ macro_rules! delete {
 
 delete!(
     /// `operator delete(void*)`.
-    _ZdlPv, DELETE, ()
+    _ZdlPv, DELETE, uf::routine::DELETE, ()
 );
 delete!(
     /// `operator delete[](void*)`.
-    _ZdaPv, DELETE_ARRAY, ()
+    _ZdaPv, DELETE_ARRAY, uf::routine::DELETE_ARRAY, ()
 );
 delete!(
     /// `operator delete(void*, size_t)`.
-    _ZdlPvm, DELETE_SIZED, (size: usize)
+    _ZdlPvm, DELETE_SIZED, uf::routine::DELETE, (size: usize)
 );
 delete!(
     /// `operator delete[](void*, size_t)`.
-    _ZdaPvm, DELETE_ARRAY_SIZED, (size: usize)
+    _ZdaPvm, DELETE_ARRAY_SIZED, uf::routine::DELETE_ARRAY, (size: usize)
 );
 delete!(
     /// `operator delete(void*, align_val_t)`.
-    _ZdlPvSt11align_val_t, DELETE_ALIGNED, (align: usize)
+    _ZdlPvSt11align_val_t, DELETE_ALIGNED, uf::routine::DELETE_ALIGNED, (align: usize)
 );
 delete!(
     /// `operator delete[](void*, align_val_t)`.
-    _ZdaPvSt11align_val_t, DELETE_ARRAY_ALIGNED, (align: usize)
+    _ZdaPvSt11align_val_t, DELETE_ARRAY_ALIGNED, uf::routine::DELETE_ARRAY_ALIGNED, (align: usize)
 );
 delete!(
     /// `operator delete(void*, const nothrow_t&)`.
-    _ZdlPvRKSt9nothrow_t, DELETE_NOTHROW, (nt: *const c_void)
+    _ZdlPvRKSt9nothrow_t, DELETE_NOTHROW, uf::routine::DELETE, (nt: *const c_void)
 );
 delete!(
     /// `operator delete[](void*, const nothrow_t&)`.
-    _ZdaPvRKSt9nothrow_t, DELETE_ARRAY_NOTHROW, (nt: *const c_void)
+    _ZdaPvRKSt9nothrow_t, DELETE_ARRAY_NOTHROW, uf::routine::DELETE_ARRAY, (nt: *const c_void)
 );
 delete!(
     /// `operator delete(void*, size_t, align_val_t)`.
-    _ZdlPvmSt11align_val_t, DELETE_SIZED_ALIGNED, (size: usize, align: usize)
+    _ZdlPvmSt11align_val_t, DELETE_SIZED_ALIGNED, uf::routine::DELETE_ALIGNED, (size: usize, align: usize)
 );
 delete!(
     /// `operator delete[](void*, size_t, align_val_t)`.
-    _ZdaPvmSt11align_val_t, DELETE_ARRAY_SIZED_ALIGNED, (size: usize, align: usize)
+    _ZdaPvmSt11align_val_t, DELETE_ARRAY_SIZED_ALIGNED, uf::routine::DELETE_ARRAY_ALIGNED, (size: usize, align: usize)
 );
 delete!(
     /// `operator delete(void*, align_val_t, const nothrow_t&)`.
-    _ZdlPvSt11align_val_tRKSt9nothrow_t, DELETE_ALIGNED_NOTHROW, (align: usize, nt: *const c_void)
+    _ZdlPvSt11align_val_tRKSt9nothrow_t, DELETE_ALIGNED_NOTHROW, uf::routine::DELETE_ALIGNED, (align: usize, nt: *const c_void)
 );
 delete!(
     /// `operator delete[](void*, align_val_t, const nothrow_t&)`.
     _ZdaPvSt11align_val_tRKSt9nothrow_t,
     DELETE_ARRAY_ALIGNED_NOTHROW,
+    uf::routine::DELETE_ARRAY_ALIGNED,
     (align: usize, nt: *const c_void)
 );
 

@@ -54,7 +54,7 @@ pub extern "C" fn malloc(size: usize) -> *mut c_void {
 #[cold]
 #[inline(never)]
 fn malloc_sampled(size: usize) -> *mut c_void {
-    let p = uf::alloc_slow(size, natural_align(size), &DEFAULTS);
+    let p = uf::alloc_slow(size, natural_align(size), uf::routine::MALLOC, &DEFAULTS);
     if !p.is_null() {
         return p.cast();
     }
@@ -65,17 +65,27 @@ fn malloc_sampled(size: usize) -> *mut c_void {
 #[no_mangle]
 pub extern "C" fn free(p: *mut c_void) {
     if uf::owns(p.cast()) {
-        return free_pool(p);
+        return free_pool_as(p, uf::routine::FREE);
     }
     // SAFETY: not a pool pointer, so it is the next allocator's (or null, which it accepts).
     unsafe { next::FREE.get()(p) }
 }
 
+/// Releases a pool object through an entry point of no family (the other allocators' own
+/// APIs): never an alloc-dealloc mismatch.
 #[cold]
 #[inline(never)]
 pub(crate) fn free_pool(p: *mut c_void) {
+    free_pool_as(p, uf::routine::ANY)
+}
+
+/// Releases a pool object through `routine` (`uf::routine`), which the detector checks against
+/// the routine that allocated it.
+#[cold]
+#[inline(never)]
+pub(crate) fn free_pool_as(p: *mut c_void, routine: u8) {
     let e = uf::sys::errno();
-    uf::free_slow(p.cast());
+    uf::free_slow(p.cast(), routine);
     uf::sys::set_errno(e);
 }
 
@@ -98,7 +108,7 @@ pub extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
 #[inline(never)]
 fn calloc_sampled(n: usize, size: usize) -> *mut c_void {
     if let Some(total) = n.checked_mul(size) {
-        let p = uf::alloc_slow(total, natural_align(total), &DEFAULTS);
+        let p = uf::alloc_slow(total, natural_align(total), uf::routine::CALLOC, &DEFAULTS);
         if !p.is_null() {
             // SAFETY: p is a fresh pool object of `total` writable bytes.
             unsafe { core::ptr::write_bytes(p, 0, total) };
@@ -130,20 +140,20 @@ pub extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
 fn realloc_pool(p: *mut c_void, size: usize) -> *mut c_void {
     if size == 0 {
         // glibc frees and returns NULL for realloc(p, 0).
-        free(p);
+        free_pool_as(p, uf::routine::REALLOC);
         return core::ptr::null_mut();
     }
     let Some(old) = uf::object_size(p.cast()) else {
         // Not a live object: let free() report the double or invalid free. In continue mode
         // the program gets fresh memory, as if the bad pointer had been NULL.
-        free(p);
+        free_pool_as(p, uf::routine::REALLOC);
         return malloc(size);
     };
     let new = malloc(size);
     if !new.is_null() {
         // SAFETY: both objects are live and at least min(old, size) bytes long.
         unsafe { core::ptr::copy_nonoverlapping(p.cast::<u8>(), new.cast(), old.min(size)) };
-        free(p);
+        free_pool_as(p, uf::routine::REALLOC);
     }
     new
 }
@@ -154,7 +164,10 @@ fn realloc_pool(p: *mut c_void, size: usize) -> *mut c_void {
 #[inline(never)]
 fn realloc_sampled(p: *mut c_void, size: usize) -> *mut c_void {
     let (new, old) = match next::usable_size(p) {
-        Some(old) => (uf::alloc_slow(size, natural_align(size), &DEFAULTS), old),
+        Some(old) => (
+            uf::alloc_slow(size, natural_align(size), uf::routine::REALLOC, &DEFAULTS),
+            old,
+        ),
         None => (core::ptr::null_mut(), 0),
     };
     if new.is_null() {
@@ -188,8 +201,14 @@ fn valid_power_of_two(align: usize) -> bool {
 
 #[no_mangle]
 pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
+    memalign_as(align, size, uf::routine::MEMALIGN)
+}
+
+/// `memalign` on behalf of `routine` (which the object remembers).
+#[inline(always)]
+fn memalign_as(align: usize, size: usize, routine: u8) -> *mut c_void {
     if uf::sample_tick() {
-        return memalign_sampled(align, size);
+        return memalign_sampled(align, size, routine);
     }
     // SAFETY: the next allocator handles odd alignments (glibc rounds up) and sets errno.
     unsafe { next::MEMALIGN.get()(align, size) }
@@ -199,9 +218,9 @@ pub extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
 /// everything unusual keeps glibc's own answer.
 #[cold]
 #[inline(never)]
-fn memalign_sampled(align: usize, size: usize) -> *mut c_void {
+fn memalign_sampled(align: usize, size: usize, routine: u8) -> *mut c_void {
     if valid_power_of_two(align) {
-        let p = uf::alloc_slow(size, align.max(natural_align(size)), &DEFAULTS);
+        let p = uf::alloc_slow(size, align.max(natural_align(size)), routine, &DEFAULTS);
         if !p.is_null() {
             return p.cast();
         }
@@ -212,7 +231,7 @@ fn memalign_sampled(align: usize, size: usize) -> *mut c_void {
 
 #[no_mangle]
 pub extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    memalign(align, size)
+    memalign_as(align, size, uf::routine::ALIGNED_ALLOC)
 }
 
 #[no_mangle]
@@ -222,7 +241,7 @@ pub extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usiz
         return libc::EINVAL;
     }
     let e = uf::sys::errno();
-    let p = memalign(align, size);
+    let p = memalign_as(align, size, uf::routine::POSIX_MEMALIGN);
     uf::sys::set_errno(e);
     if p.is_null() {
         return libc::ENOMEM;
@@ -235,7 +254,7 @@ pub extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usiz
 #[no_mangle]
 pub extern "C" fn valloc(size: usize) -> *mut c_void {
     if uf::sample_tick() {
-        let p = uf::alloc_slow(size, uf::sys::page_size(), &DEFAULTS);
+        let p = uf::alloc_slow(size, uf::sys::page_size(), uf::routine::VALLOC, &DEFAULTS);
         if !p.is_null() {
             return p.cast();
         }
@@ -250,7 +269,7 @@ pub extern "C" fn pvalloc(size: usize) -> *mut c_void {
         let page = uf::sys::page_size();
         // pvalloc(0) stays glibc's (a minimum chunk the program may use), not a 0-byte object.
         if let Some(rounded) = size.checked_next_multiple_of(page).filter(|&r| r > 0) {
-            let p = uf::alloc_slow(rounded, page, &DEFAULTS);
+            let p = uf::alloc_slow(rounded, page, uf::routine::PVALLOC, &DEFAULTS);
             if !p.is_null() {
                 return p.cast();
             }
@@ -279,7 +298,7 @@ extern "C" {
     fn bsd_signal(sig: i32, handler: libc::sighandler_t) -> libc::sighandler_t;
 }
 
-/// Keeps ufence's SIGSEGV/SIGBUS handler in front: a program (or a runtime such as Rust's std)
+/// Keeps ufence's SIGSEGV/SIGBUS (and SIGABRT) handler in front: a program (or a runtime such as Rust's std)
 /// that installs its own gets it recorded as the handler ufence passes foreign faults to, and
 /// reads back what it would have found without ufence. Other signals are untouched.
 #[no_mangle]
@@ -297,11 +316,11 @@ pub extern "C" fn sigaction(
     unsafe { uf::sys::real_sigaction(sig, act, old) }
 }
 
-/// `signal` for SIGSEGV/SIGBUS, as `sigaction` above (glibc's own `signal` would not come
+/// `signal` for SIGSEGV/SIGBUS/SIGABRT, as `sigaction` above (glibc's own `signal` would not come
 /// through our `sigaction`).
 #[no_mangle]
 pub extern "C" fn signal(sig: i32, handler: libc::sighandler_t) -> libc::sighandler_t {
-    if sig == libc::SIGSEGV || sig == libc::SIGBUS {
+    if sig == libc::SIGSEGV || sig == libc::SIGBUS || sig == libc::SIGABRT {
         // SAFETY: building a sigaction as glibc's BSD-style signal() does.
         let act = unsafe {
             let mut act: libc::sigaction = core::mem::zeroed();
@@ -328,6 +347,7 @@ pub extern "C" fn signal(sig: i32, handler: libc::sighandler_t) -> libc::sighand
 /// `exitcode` applied when this process reported a bug and would have exited 0.
 #[no_mangle]
 pub extern "C" fn _exit(status: i32) -> ! {
+    uf::check_at_exit();
     uf::control::at_exit();
     let status = uf::exit_status(status);
     loop {
@@ -406,11 +426,46 @@ exec_wrappers! {
     fexecve, c"fexecve", (fd: c_int, argv: Args, envp: Args);
 }
 
+extern "C" {
+    /// glibc's `dladdr` with the symbol's ELF entry (`RTLD_DL_SYMENT`), for its size.
+    fn dladdr1(
+        addr: *const c_void,
+        info: *mut libc::Dl_info,
+        extra: *mut *mut c_void,
+        flags: c_int,
+    ) -> c_int;
+}
+const RTLD_DL_SYMENT: c_int = 1;
+
+/// `[start, end)` of the code of the function that starts at `f`, from its dynamic symbol;
+/// `(0, 0)` when that cannot be known.
+fn function_range(f: usize) -> (usize, usize) {
+    // SAFETY: dladdr1 with valid out-pointers; it fills `info` and points `sym` at the symbol's
+    // entry in the module's dynamic symbol table, which stays mapped while the module is.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        let mut sym: *mut c_void = core::ptr::null_mut();
+        if dladdr1(f as *const c_void, &mut info, &mut sym, RTLD_DL_SYMENT) == 0 || sym.is_null() {
+            return (0, 0);
+        }
+        let size = (*sym.cast::<libc::Elf64_Sym>()).st_size as usize;
+        if info.dli_saddr as usize != f || size == 0 {
+            return (0, 0);
+        }
+        (f, f + size)
+    }
+}
+
 /// Marks the process as running under the preload (so reports cut this library's frames) and
-/// starts ufence early, before `main`, so that option warnings come first.
+/// starts ufence early, before `main`, so that option warnings come first. Tells ufence where
+/// the allocator's `free` and `realloc` are, for the invalid frees it can only catch there.
 extern "C" fn on_load() {
     uf::mark_preload();
     next::ensure();
+    uf::set_forwarded_frees(
+        function_range(next::FREE.get() as usize),
+        function_range(next::REALLOC.get() as usize),
+    );
     resolve_exec();
     uf::start(&DEFAULTS);
 }

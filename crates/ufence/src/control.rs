@@ -97,6 +97,19 @@ pub struct Block {
     pub header: Header,
     pub knobs: Knobs,
     pub counters: Counters,
+    pub check: CheckRequest,
+}
+
+/// A canary check of every live object, asked for from outside (`ufence objects PID --check`):
+/// the asker bumps `asked`; the first thread of the process on the sampling slow path claims
+/// it (`taken`), checks, stores `found`, then `done` = the request it served.
+#[repr(C)]
+pub struct CheckRequest {
+    pub asked: AtomicU64,
+    pub taken: AtomicU64,
+    pub done: AtomicU64,
+    /// Damaged live objects found by the check that `done` names.
+    pub found: AtomicU64,
 }
 
 impl Block {
@@ -484,6 +497,12 @@ fn page_backed(pg: usize) -> bool {
 fn slot_range(i: usize) -> (usize, usize) {
     let size = core::mem::size_of::<Slot>();
     (SLOTS_OFFSET.load(Relaxed) + i * size, size)
+}
+
+/// True when the control block is this process's own (not a `vfork` child's view of its
+/// parent's).
+pub fn owned_here() -> bool {
+    OWNER.load(Relaxed) == sys::getpid()
 }
 
 /// Removes this process's file at normal exit (registered at start). The block itself stays

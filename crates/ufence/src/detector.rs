@@ -2,7 +2,9 @@
 //! free of a pool object (with the errors found there), and reporting.
 
 use crate::options::{self, Options};
-use crate::pool::{Class, Pool, Record, SpinLock, ALLOCATED, FREED, FREEING, UNUSED};
+use crate::pool::{
+    is_live, Class, Pool, Record, SpinLock, ALLOCATED, CHECKING, FREED, FREEING, UNUSED,
+};
 use crate::report::{self, Error, Kind};
 use crate::sampler::{self, Fit, Verdict};
 use crate::stack::{self, Stack};
@@ -232,6 +234,13 @@ extern "C" fn fork_child() {
     REPORT_LOCK.reset();
     if let Some(p) = pool() {
         p.lock.reset();
+        // A canary check another thread was running is over here: a free would wait for it.
+        for i in p.ever_used() {
+            let _ = p
+                .slot(i)
+                .state
+                .compare_exchange(CHECKING, ALLOCATED, Relaxed, Relaxed);
+        }
     }
     if control::fork_child(true) {
         mirror_all();
@@ -266,10 +275,13 @@ fn mirror_all() {
 /// null when this allocation is not sampled and must go to the wrapped allocator.
 #[cold]
 #[inline(never)]
-pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
+pub fn alloc_slow(size: usize, align: usize, routine: u8, defaults: &Options) -> *mut u8 {
     sampler::hold();
     let ready = ensure_started(defaults);
     control::name_if_unnamed();
+    if let Some(pool) = pool() {
+        serve_check_request(pool);
+    }
     let class = pool().and_then(|p| p.class_for(size, align.max(1)));
     let fit = if ready && class.is_none() {
         Fit::Incompatible
@@ -298,7 +310,7 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
                 Counters::bump(&counters().skipped_capacity);
                 sampler::pause(64);
             } else if within_budget(t0) {
-                p = sampled_alloc(pool, class, size, align.max(1), occupancy, timed);
+                p = sampled_alloc(pool, class, size, align.max(1), routine, occupancy, timed);
                 counters().pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
             } else {
                 // Over budget: let this thread's next allocations through untouched rather
@@ -319,6 +331,7 @@ fn sampled_alloc(
     class: Class,
     size: usize,
     align: usize,
+    routine: u8,
     occupancy: u64,
     timed: bool,
 ) -> *mut u8 {
@@ -339,7 +352,7 @@ fn sampled_alloc(
         Counters::bump(&counters().skipped_filtered);
         return core::ptr::null_mut();
     }
-    pool_alloc(pool, class, size, align, stack, site)
+    pool_alloc(pool, class, size, align, routine, stack, site)
 }
 
 /// Time sampled operations may use freely before the budget applies (several thousand
@@ -365,6 +378,7 @@ fn pool_alloc(
     class: Class,
     size: usize,
     align: usize,
+    routine: u8,
     stack: Stack,
     site: u64,
 ) -> *mut u8 {
@@ -415,6 +429,7 @@ fn pool_alloc(
     s.size = size;
     s.align = align;
     s.right = right as u8;
+    s.routine = routine;
     s.alloc = Record::here(&stack);
     s.site = site;
     pool.covered.add(site);
@@ -426,23 +441,24 @@ fn pool_alloc(
     addr as *mut u8
 }
 
-/// Frees a pointer that `owns` said is in the pool. Bad frees are reported and, in continue
-/// mode, ignored; a corrupted object is reported and still released.
+/// Frees a pointer that `owns` said is in the pool, released by `routine`. Bad frees are
+/// reported and, in continue mode, ignored; a corrupted object, or one released by a routine
+/// of another family than its allocation's, is reported and still released.
 #[cold]
 #[inline(never)]
-pub fn free_slow(p: *mut u8) {
+pub fn free_slow(p: *mut u8, routine: u8) {
     let prev = sampler::hold();
     let entry_sp = stack::approx_sp();
     if let Some(pool) = pool() {
         let t0 = sys::now_ns();
         ensure_own();
-        free_in_pool(pool, p as usize, entry_sp);
+        free_in_pool(pool, p as usize, routine, entry_sp);
         counters().pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
     }
     sampler::release(prev);
 }
 
-fn free_in_pool(pool: &Pool, p: usize, entry_sp: usize) {
+fn free_in_pool(pool: &Pool, p: usize, routine: u8, entry_sp: usize) {
     let i = match pool.place(p) {
         crate::pool::Place::Object(i) => i,
         crate::pool::Place::Guard { .. } => {
@@ -455,14 +471,22 @@ fn free_in_pool(pool: &Pool, p: usize, entry_sp: usize) {
         // A pointer inside the object is a bad free of that object. Anything else on its page
         // is a stale pointer to an earlier occupant of the slot: it is reported without
         // charging the current object, whose one report must stay available for its own bugs.
-        let inside = state == ALLOCATED && p > s.addr && p < s.addr + s.size;
+        let inside = is_live(state) && p > s.addr && p < s.addr + s.size;
         let obj = inside.then_some(i);
         return bad_free(pool, Kind::InvalidFree, p, obj, entry_sp);
     }
-    if let Err(st) = s
-        .state
-        .compare_exchange(ALLOCATED, FREEING, AcqRel, Acquire)
-    {
+    // An object whose canary another thread is checking is freed once the check is over (a
+    // few microseconds per object).
+    let won = loop {
+        match s
+            .state
+            .compare_exchange(ALLOCATED, FREEING, AcqRel, Acquire)
+        {
+            Err(CHECKING) => sys::yield_now(),
+            other => break other,
+        }
+    };
+    if let Err(st) = won {
         let kind = if st == FREED || st == FREEING {
             Kind::DoubleFree
         } else {
@@ -474,6 +498,24 @@ fn free_in_pool(pool: &Pool, p: usize, entry_sp: usize) {
     let s = unsafe { pool.slot_mut(i) };
     let here = stack::capture(entry_sp);
     s.free = Record::here(&here);
+    // SAFETY: OPTIONS is written before READY, which the caller observed through `pool()`.
+    let check = unsafe { (*OPTIONS.0.get()).assume_init_ref() }.alloc_dealloc_mismatch;
+    if check && crate::routine::mismatched(s.routine, routine) {
+        // Reported, then released all the same (in continue mode): the program meant to give
+        // the memory back, and keeping it would leak the slot for good.
+        report_error(
+            pool,
+            &Error {
+                kind: Kind::Mismatch,
+                addr: p,
+                is_write: false,
+                object: Some((i, s)),
+                stack: &here,
+                damaged: 0,
+                dealloc: routine,
+            },
+        );
+    }
     if let Some(damaged) = pool.first_damaged(s) {
         report_error(
             pool,
@@ -484,6 +526,7 @@ fn free_in_pool(pool: &Pool, p: usize, entry_sp: usize) {
                 object: Some((i, s)),
                 stack: &here,
                 damaged,
+                dealloc: routine,
             },
         );
     }
@@ -512,6 +555,7 @@ fn bad_free(pool: &Pool, kind: Kind, p: usize, obj: Option<usize>, entry_sp: usi
             object: obj.map(|i| (i, pool.slot(i))),
             stack: &here,
             damaged: 0,
+            dealloc: crate::routine::ANY,
         },
     );
 }
@@ -535,6 +579,7 @@ pub fn exit_status(status: i32) -> i32 {
 /// the preload, after the libraries' destructors): removes the control file, and applies
 /// `exitcode` as the sanitizers do, by ending the process from here once stdio is flushed.
 extern "C" fn on_exit(status: i32, _: *mut core::ffi::c_void) {
+    check_at_exit();
     control::at_exit();
     let wanted = exit_status(status);
     if wanted != status {
@@ -542,8 +587,112 @@ extern "C" fn on_exit(status: i32, _: *mut core::ffi::c_void) {
     }
 }
 
+/// A check of every live object's canary asked for from outside (`ufence objects PID --check`,
+/// through the control block), run by the first thread to come by the sampling slow path.
+fn serve_check_request(pool: &Pool) {
+    // A raw-forked or vfork child still sees its parent's block: the request is the parent's.
+    if !control::owned_here() {
+        return;
+    }
+    let Some(b) = control::block() else { return };
+    let req = &b.check;
+    let asked = req.asked.load(Acquire);
+    let taken = req.taken.load(Relaxed);
+    if asked == taken
+        || req
+            .taken
+            .compare_exchange(taken, asked, AcqRel, Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let found = check_live(pool);
+    req.found.store(found, Relaxed);
+    req.done.store(asked, Release);
+}
+
+/// At normal exit (`exit`, and `_exit` under the preload): the canaries of the objects still
+/// allocated, which no free will ever check. Not in a `vfork` child, whose objects are its
+/// parent's and still in use.
+pub fn check_at_exit() {
+    if let Some(pool) = pool() {
+        if control::owned_here() {
+            check_live(pool);
+        }
+    }
+}
+
+/// Checks the canary of every live object and reports each damaged one (once per object, as
+/// ever), naming it as still allocated. Returns how many are damaged.
+fn check_live(pool: &Pool) -> u64 {
+    let prev = sampler::hold();
+    let mut found = 0;
+    for i in pool.ever_used() {
+        let s = pool.slot(i);
+        // Holding the slot in CHECKING keeps a concurrent free from protecting the page under
+        // the reads below (it waits).
+        if s.state
+            .compare_exchange(ALLOCATED, CHECKING, Acquire, Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        if let Some(damaged) = pool.first_damaged(s) {
+            found += 1;
+            // Where the check ran (the exit path, or whichever allocation served a request)
+            // says nothing about the bug, and would give every such report the same title and
+            // signature: the report is told from the object's allocation stack.
+            let here = s.alloc.stack();
+            report_error(
+                pool,
+                &Error {
+                    kind: Kind::Corruption,
+                    addr: s.addr,
+                    is_write: true,
+                    object: Some((i, s)),
+                    stack: &here,
+                    damaged,
+                    dealloc: crate::routine::ANY,
+                },
+            );
+        }
+        s.state.store(ALLOCATED, Release);
+    }
+    sampler::release(prev);
+    found
+}
+
+/// An invalid free that the C library itself caught (it aborted or faulted inside the `free` or
+/// `realloc` ufence forwarded to it): reported from the signal handler, without `on_error`'s
+/// abort, since the process goes on to end as it would have. `fault_addr` is what the library
+/// faulted on (0 when it aborted). C++ names stay mangled: the library may hold its own lock,
+/// and demangling allocates.
+pub fn report_foreign_free(pool: &Pool, stack: &Stack, fault_addr: usize, routine: u8) {
+    crate::symbolize::set_demangle_cpp(false);
+    report_once(
+        pool,
+        &Error {
+            kind: Kind::InvalidFree,
+            addr: fault_addr,
+            is_write: false,
+            object: None,
+            stack,
+            damaged: 0,
+            dealloc: routine,
+        },
+    );
+    crate::symbolize::set_demangle_cpp(true);
+}
+
 /// Reports an error once per object, counts it, and aborts when `on_error=abort`.
 pub fn report_error(pool: &Pool, e: &Error) {
+    report_once(pool, e);
+    if sampler::knobs().abort_on_error.load(Relaxed) {
+        sys::abort_now();
+    }
+}
+
+fn report_once(pool: &Pool, e: &Error) {
     let first = match e.object {
         Some((_, s)) => s.mark_reported(),
         None => true,
@@ -567,9 +716,6 @@ pub fn report_error(pool: &Pool, e: &Error) {
             REPORT_LOCK.unlock();
         }
     }
-    if sampler::knobs().abort_on_error.load(Relaxed) {
-        sys::abort_now();
-    }
 }
 
 /// The size the program asked for, if `p` is a live pool object's start.
@@ -581,7 +727,7 @@ pub fn object_size(p: *const u8) -> Option<usize> {
     match pool.place(p as usize) {
         crate::pool::Place::Object(i) => {
             let s = pool.slot(i);
-            (s.state.load(Acquire) == ALLOCATED && s.addr == p as usize).then_some(s.size)
+            (is_live(s.state.load(Acquire)) && s.addr == p as usize).then_some(s.size)
         }
         _ => None,
     }

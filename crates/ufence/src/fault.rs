@@ -1,4 +1,4 @@
-//! The SIGSEGV/SIGBUS handler.
+//! The SIGSEGV/SIGBUS (and, under the preload, SIGABRT) handler.
 //!
 //! A fault inside the pool is ufence's: it is attributed (KFENCE's rules: a guard-page fault
 //! belongs to the nearest allocated neighbour, a fault on a freed object's page is a
@@ -8,12 +8,12 @@
 //! gets the default action, exactly as if ufence were not there.
 
 use crate::detector::{self, is_freed};
-use crate::pool::{Place, Pool, ALLOCATED};
+use crate::pool::{is_live, Place, Pool};
 use crate::report::{Error, Kind};
 use crate::{stack, sys};
 use core::cell::UnsafeCell;
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use core::sync::atomic::{AtomicBool, AtomicU32};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
 
 /// The dispositions ufence chains to for SIGSEGV and SIGBUS: what was installed before it, or
 /// what the program installed since (through the preload's `sigaction`, or found by
@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32};
 /// copy unless a writer stalls in the middle of one for thousands of retries.
 struct Previous {
     seq: AtomicU32,
-    acts: UnsafeCell<[libc::sigaction; 2]>,
+    acts: UnsafeCell<[libc::sigaction; 3]>,
 }
 // SAFETY: `acts` is written only under the odd phase of `seq` and read with a seqlock retry.
 unsafe impl Sync for Previous {}
@@ -35,7 +35,15 @@ static PREVIOUS: Previous = Previous {
 /// SIGSEGV/SIGBUS from PREVIOUS).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-const SIGNALS: [i32; 2] = [libc::SIGSEGV, libc::SIGBUS];
+/// SIGABRT is handled under the preload only, to name the bad pointer when the C library aborts
+/// inside a `free` or `realloc` that ufence forwarded (see [`foreign_free`]); chained exactly
+/// as the other two.
+const SIGNALS: [i32; 3] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGABRT];
+
+/// Whether ufence handles `sig` in this process.
+fn ours(sig: i32) -> bool {
+    sig != libc::SIGABRT || crate::is_preload()
+}
 
 fn slot_of(sig: i32) -> Option<usize> {
     SIGNALS.iter().position(|&s| s == sig)
@@ -83,6 +91,9 @@ impl Previous {
 pub fn install() -> bool {
     sys::ensure_altstack();
     for (n, sig) in SIGNALS.into_iter().enumerate() {
+        if !ours(sig) {
+            continue;
+        }
         // Record what is there first, so that no fault can find an empty chain.
         if let Some(cur) = sys::current_handler(sig) {
             PREVIOUS.set(n, &cur);
@@ -108,6 +119,9 @@ pub fn ensure_installed() {
         return;
     }
     for (n, sig) in SIGNALS.into_iter().enumerate() {
+        if !ours(sig) {
+            continue;
+        }
         let Some(cur) = sys::current_handler(sig) else {
             continue;
         };
@@ -134,7 +148,7 @@ pub fn chained_sigaction(
     let Some(n) = slot_of(sig) else {
         return false;
     };
-    if !ACTIVE.load(Acquire) {
+    if !ACTIVE.load(Acquire) || !ours(sig) {
         return false;
     }
     if let Some(old) = old {
@@ -146,7 +160,29 @@ pub fn chained_sigaction(
     true
 }
 
+/// The handler. SIGABRT takes a path of small frames of its own: it may arrive nested on a
+/// small alternate stack that is nearly used up (Rust's std aborts from its stack-overflow
+/// handler), where the fault path's frame would not fit.
 extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    if sig == libc::SIGABRT {
+        on_abort(info, ctx)
+    } else {
+        on_segv(sig, info, ctx)
+    }
+}
+
+#[inline(never)]
+fn on_abort(info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let saved_errno = sys::errno();
+    if room_to_report() {
+        foreign_free(libc::SIGABRT, 0, ctx);
+    }
+    chain(libc::SIGABRT, info, ctx);
+    sys::set_errno(saved_errno);
+}
+
+#[inline(never)]
+fn on_segv(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let saved_errno = sys::errno();
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
@@ -155,9 +191,104 @@ extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
         _ => false,
     };
     if !handled {
+        if room_to_report() {
+            foreign_free(sig, addr, ctx);
+        }
         chain(sig, info, ctx);
     }
     sys::set_errno(saved_errno);
+}
+
+/// Unwinding and reporting need room: not on a small alternate stack someone else gave the
+/// thread, nor deep in one.
+fn room_to_report() -> bool {
+    altstack_room().is_none_or(|room| room >= 48 * 1024)
+}
+
+/// The next allocator's `free` and `realloc` as `[start, end)` ranges (from the preload, see
+/// [`set_forwarded`]), and the load base of its module; 0 until set.
+static FORWARDED: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+static FORWARDED_MODULE: AtomicUsize = AtomicUsize::new(0);
+/// One such report per process: several threads may crash in the same bad free.
+static FOREIGN_REPORTED: AtomicBool = AtomicBool::new(false);
+
+/// Tells the handler where the allocator behind the preload has its `free` and `realloc`.
+pub fn set_forwarded(free: (usize, usize), realloc: (usize, usize)) {
+    for (slot, v) in FORWARDED.iter().zip([free.0, free.1, realloc.0, realloc.1]) {
+        slot.store(v, Relaxed);
+    }
+    let base = sys::module_of(free.0).map_or(0, |m| m.0);
+    FORWARDED_MODULE.store(base, Release);
+    // ufence may have started before the preload's constructor said it is one (a C++
+    // runtime's constructor allocates first): then SIGABRT is taken now.
+    ensure_installed();
+}
+
+/// The routine (`routine::FREE` or `REALLOC`) whose code holds `pc`, if either.
+fn forwarded_at(pc: usize) -> Option<u8> {
+    let r = |i: usize| FORWARDED[i].load(Relaxed);
+    if r(0) <= pc && pc < r(1) {
+        Some(crate::routine::FREE)
+    } else if r(2) <= pc && pc < r(3) {
+        Some(crate::routine::REALLOC)
+    } else {
+        None
+    }
+}
+
+/// A SIGABRT, or a fault outside the pool: if the thread is inside the C library's `free` or
+/// `realloc`, called from outside that library (so through ufence, whose entry points jump
+/// there), the program freed something that was never the allocator's. Reported as an invalid
+/// free with the stack of the call; the caller then lets the signal take its course. Nothing
+/// here runs unless such a signal arrives: the fast path is untouched.
+#[cold]
+#[inline(never)]
+fn foreign_free(sig: i32, fault_addr: usize, ctx: *mut libc::c_void) {
+    let module = FORWARDED_MODULE.load(Acquire);
+    let Some(pool) = detector::pool() else { return };
+    if module == 0 || FOREIGN_REPORTED.load(Relaxed) {
+        return;
+    }
+    let (pc, _) = fault_context(ctx);
+    let module_of = |pc: usize| sys::module_of(pc).map_or(0, |m| m.0);
+    // A fault anywhere but in that library's code is not ours to look at (and costs no unwind:
+    // some runtimes take faults on purpose, often).
+    if sig != libc::SIGABRT && module_of(pc) != module {
+        return;
+    }
+    let prev = crate::sampler::hold();
+    let mut st = stack::capture_from_fault(pc);
+    let frames = st.frames();
+    // The innermost frame is the interrupted instruction; the others are return addresses,
+    // which point just past their call.
+    let hit = frames.iter().enumerate().find_map(|(i, &f)| {
+        let at = if i == 0 { f } else { f.wrapping_sub(1) };
+        forwarded_at(at).map(|r| (i, r))
+    });
+    if let Some((i, routine)) = hit {
+        let caller = frames.get(i + 1).copied();
+        if caller.is_some_and(|c| module_of(c) != module) && !FOREIGN_REPORTED.swap(true, Relaxed) {
+            st.drop_innermost(i + 1);
+            detector::report_foreign_free(pool, &st, fault_addr, routine);
+        }
+    }
+    crate::sampler::release(prev);
+}
+
+/// The room left below the current stack pointer when the handler runs on an alternate signal
+/// stack; None on the thread's own stack.
+#[inline(never)]
+fn altstack_room() -> Option<usize> {
+    // SAFETY: sigaltstack with a null new stack only reads the current one into `ss`.
+    let ss = unsafe {
+        let mut ss: libc::stack_t = core::mem::zeroed();
+        if libc::sigaltstack(core::ptr::null(), &mut ss) != 0 {
+            return None;
+        }
+        ss
+    };
+    (ss.ss_flags & libc::SS_ONSTACK != 0)
+        .then(|| stack::approx_sp().saturating_sub(ss.ss_sp as usize))
 }
 
 /// The faulting instruction and whether the access was a write, from the CPU context.
@@ -186,7 +317,7 @@ fn handle(pool: &Pool, addr: usize, ctx: *mut libc::c_void) -> bool {
             let s = pool.slot(i);
             let st = s.state.load(Acquire);
             let (lo, hi) = pool.object_pages(s);
-            if st == ALLOCATED && addr >= lo && addr < hi {
+            if is_live(st) && addr >= lo && addr < hi {
                 // A stale access that raced with the slot's reuse finds the page open when it
                 // retries. A second fault at the same address means the page's protection was
                 // changed by the program itself (mprotect): that fault is the program's.
@@ -195,7 +326,7 @@ fn handle(pool: &Pool, addr: usize, ctx: *mut libc::c_void) -> bool {
             // A freed object's pages (at least one: a 0-byte object's first).
             if is_freed(st) && addr >= lo && addr < hi.max(lo + pool.page) {
                 (Kind::UseAfterFree, Some(i))
-            } else if st == ALLOCATED || pool.is_large(i) {
+            } else if is_live(st) || pool.is_large(i) {
                 // The inaccessible part of a slot: the unused pages of a large slot, the page
                 // of a 0-byte object. KFENCE's rule for guards applies.
                 let same = |j: usize| pool.is_large(j) == pool.is_large(i);
@@ -225,6 +356,7 @@ fn handle(pool: &Pool, addr: usize, ctx: *mut libc::c_void) -> bool {
             object: object.map(|i| (i, pool.slot(i))),
             stack: &here,
             damaged: 0,
+            dealloc: crate::routine::ANY,
         },
     );
     crate::sampler::release(prev);
@@ -255,7 +387,7 @@ fn nearest_allocated(pool: &Pool, addr: usize, candidates: &[Option<usize>]) -> 
         .iter()
         .flatten()
         .copied()
-        .filter(|&i| pool.slot(i).state.load(Acquire) == ALLOCATED)
+        .filter(|&i| is_live(pool.slot(i).state.load(Acquire)))
         .min_by_key(|&i| {
             let s = pool.slot(i);
             if addr < s.addr {
@@ -313,6 +445,16 @@ fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
                 };
                 sys::sigmask(libc::SIG_UNBLOCK, &one);
             }
+            // While the program's fault handler runs, SIGABRT is the program's own: a handler
+            // that aborts (Rust's std does, from a small alternate stack nearly used up) must
+            // not need room for ufence's SIGABRT frame there, nor get a report about it.
+            let abrt = slot_of(libc::SIGABRT).unwrap_or(0);
+            let swap = sig != libc::SIGABRT && ours(libc::SIGABRT);
+            if swap {
+                let own = PREVIOUS.get(abrt);
+                // SAFETY: a valid sigaction, the program's own for SIGABRT.
+                unsafe { sys::real_sigaction(libc::SIGABRT, &own, core::ptr::null_mut()) };
+            }
             // SAFETY: h is the handler the program installed for this signal, called with the
             // arguments its flags ask for.
             unsafe {
@@ -324,6 +466,11 @@ fn chain(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
                     let f: extern "C" fn(i32) = core::mem::transmute(h);
                     f(sig);
                 }
+            }
+            if swap {
+                // Back in front (a handler that never returns leaves it to `ensure_installed`
+                // at the next sampled allocation).
+                sys::install_handler(libc::SIGABRT, on_fault);
             }
             sys::sigmask(libc::SIG_SETMASK, &saved);
         }

@@ -278,7 +278,7 @@ fn document(
     j.hex(e.addr);
     j.key("type");
     j.text(match e.kind {
-        Kind::DoubleFree | Kind::InvalidFree => "free",
+        Kind::DoubleFree | Kind::InvalidFree | Kind::Mismatch => "free",
         _ if e.is_write => "write",
         _ => "read",
     });

@@ -30,6 +30,7 @@ mod json_report;
 mod math;
 mod pool;
 mod report;
+pub mod routine;
 mod sampler;
 mod site_filter;
 mod stack;
@@ -50,10 +51,11 @@ pub fn sample_tick() -> bool {
 }
 
 /// The slow path of an allocation after [`sample_tick`] returned true: a pool object of `size`
-/// bytes aligned to `align`, or null when this allocation is not sampled after all.
+/// bytes aligned to `align`, allocated by `routine` (see [`routine`]), or null when this
+/// allocation is not sampled after all.
 #[inline]
-pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
-    detector::alloc_slow(size, align, defaults)
+pub fn alloc_slow(size: usize, align: usize, routine: u8, defaults: &Options) -> *mut u8 {
+    detector::alloc_slow(size, align, routine, defaults)
 }
 
 /// Marks the calling thread as looking up the allocator a preload forwards to; false if it
@@ -69,10 +71,22 @@ pub fn end_lookup() {
     sampler::end_lookup()
 }
 
-/// Frees a pointer for which [`owns`] is true.
+/// Frees a pointer for which [`owns`] is true, released by `routine` (see [`routine`]).
 #[inline]
-pub fn free_slow(p: *mut u8) {
-    detector::free_slow(p)
+pub fn free_slow(p: *mut u8, routine: u8) {
+    detector::free_slow(p, routine)
+}
+
+/// Checks the canaries of the live sampled objects, as at normal exit: for a preload's `_exit`.
+pub fn check_at_exit() {
+    detector::check_at_exit();
+}
+
+/// Where the allocator behind a preload has its `free` and `realloc` (`[start, end)` of their
+/// code), so that an abort or fault inside them, on a pointer ufence forwarded, is reported as
+/// an invalid free.
+pub fn set_forwarded_frees(free: (usize, usize), realloc: (usize, usize)) {
+    fault::set_forwarded(free, realloc)
 }
 
 /// `sigaction` for a preload that keeps ufence's fault handler in front: see
@@ -187,7 +201,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Guarded<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if sampler::tick() {
-            let p = detector::alloc_slow(layout.size(), layout.align(), &self.defaults);
+            let p =
+                detector::alloc_slow(layout.size(), layout.align(), routine::ANY, &self.defaults);
             if !p.is_null() {
                 return p;
             }
@@ -199,7 +214,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Guarded<A> {
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if sampler::tick() {
-            let p = detector::alloc_slow(layout.size(), layout.align(), &self.defaults);
+            let p =
+                detector::alloc_slow(layout.size(), layout.align(), routine::ANY, &self.defaults);
             if !p.is_null() {
                 // SAFETY: p is a fresh pool object of layout.size() writable bytes.
                 unsafe { core::ptr::write_bytes(p, 0, layout.size()) };
@@ -213,7 +229,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Guarded<A> {
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if detector::owns(ptr) {
-            detector::free_slow(ptr);
+            detector::free_slow(ptr, routine::ANY);
         } else {
             // SAFETY: not a pool pointer, so it came from inner with this layout.
             unsafe { self.inner.dealloc(ptr, layout) }

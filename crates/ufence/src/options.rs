@@ -351,6 +351,8 @@ declare_options! {
     report_dir: InlineText = InlineText::EMPTY, "(unset)", range 0..=0, runtime false;
     /// Exit status of a process that reported a bug and would have exited 0 (the sanitizers' `exitcode`); 0 keeps the program's own status. For tests: `ufence run --sample_rate 1 --exitcode 23`.
     exitcode: u64 = 0, "0", range 0..=255, runtime false;
+    /// 1: report a sampled object released by a routine of another family than the one that allocated it (`operator new[]` vs `operator delete`, `malloc` vs `operator delete`, ...; AddressSanitizer's `alloc_dealloc_mismatch`). The object is released all the same. 0 for code bases that mix them on purpose.
+    alloc_dealloc_mismatch: bool = true, "1", range 0..=1, runtime false;
 }
 
 impl Default for Options {

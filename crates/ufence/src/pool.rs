@@ -28,6 +28,14 @@ pub const ALLOCATED: u8 = 1;
 pub const FREED: u8 = 2;
 /// Being freed: the free record is being written and the canary checked.
 pub const FREEING: u8 = 3;
+/// Holds a live object whose canary is being checked (at exit, or on request): a free waits.
+pub const CHECKING: u8 = 4;
+
+/// True for a slot holding a live object.
+#[inline]
+pub fn is_live(state: u8) -> bool {
+    state == ALLOCATED || state == CHECKING
+}
 
 /// Who allocated or freed an object, when, and from where. `#[repr(C)]` and made of integers
 /// only: slots live in the control block, which another process reads (`ufence objects`).
@@ -84,7 +92,8 @@ pub struct Slot {
     pub reported: AtomicU8,
     /// 1 when the object ends at the right edge of its page.
     pub right: u8,
-    _pad: u8,
+    /// The routine that allocated the object (`routine`), for the alloc-dealloc mismatch check.
+    pub routine: u8,
     pub addr: usize,
     pub size: usize,
     pub align: usize,

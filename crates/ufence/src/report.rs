@@ -2,7 +2,7 @@
 //! so that a report can be produced inside a signal handler running on a small alternate stack.
 
 use crate::fmt::{cstr_bytes, BufWriter, Escaped};
-use crate::pool::{Pool, Record, Slot, FREED};
+use crate::pool::{Pool, Record, Slot, CHECKING, FREED};
 use crate::stack::Stack;
 use crate::symbolize::{Demangled, LineCache, Symbolizer};
 use crate::sys;
@@ -17,6 +17,8 @@ pub enum Kind {
     InvalidFree,
     Corruption,
     Invalid,
+    /// Released by a routine of another family than the one that allocated it.
+    Mismatch,
 }
 
 /// Everything a report says.
@@ -31,6 +33,8 @@ pub struct Error<'a> {
     pub stack: &'a Stack,
     /// For a corruption: the first damaged byte.
     pub damaged: usize,
+    /// For a mismatch: the releasing routine (`routine`); the slot holds the allocating one.
+    pub dealloc: u8,
 }
 
 impl Kind {
@@ -43,6 +47,7 @@ impl Kind {
             Kind::InvalidFree => "invalid-free",
             Kind::Corruption => "memory-corruption",
             Kind::Invalid => "invalid-access",
+            Kind::Mismatch => "alloc-dealloc-mismatch",
         }
     }
 
@@ -57,6 +62,7 @@ impl Kind {
             (Kind::Corruption, _) => "memory corruption",
             (Kind::Invalid, false) => "invalid read",
             (Kind::Invalid, true) => "invalid write",
+            (Kind::Mismatch, _) => "alloc-dealloc mismatch",
         }
     }
 }
@@ -349,10 +355,41 @@ pub(crate) fn write_headline(out: &mut dyn Write, e: &Error, pool: &Pool) {
             }
             let _ = write!(out, "ufence-#{i}):");
         }
+        (Kind::Mismatch, Some((i, s))) => {
+            let _ = write!(
+                out,
+                "Alloc-dealloc mismatch ({} vs {}) of {:#x} (in ufence-#{i}):",
+                crate::routine::name(s.routine),
+                crate::routine::name(e.dealloc),
+                e.addr
+            );
+        }
         (Kind::Corruption, Some((i, s))) => {
             let _ = write!(out, "Corrupted memory at {:#x} [", e.damaged);
             write_damage(out, e.damaged, s, pool);
-            let _ = write!(out, " ] (in ufence-#{i}):");
+            // Found by a check of the live objects (at exit, or on request), not by a free.
+            let live = s.state.load(core::sync::atomic::Ordering::Acquire) == CHECKING;
+            let still = if live { ", still allocated" } else { "" };
+            let _ = write!(out, " ] (in ufence-#{i}{still}):");
+        }
+        (Kind::InvalidFree, None) if e.dealloc != crate::routine::ANY => {
+            // Caught by the C library behind ufence (`detector::report_foreign_free`): the
+            // pointer was never its memory.
+            let routine = crate::routine::name(e.dealloc);
+            if e.addr == 0 {
+                let _ = write!(
+                    out,
+                    "Invalid free: the C library's {routine} rejected the pointer and aborted:"
+                );
+            } else {
+                let _ = write!(
+                    out,
+                    "Invalid free: the C library's {routine} faulted at {:#x} (",
+                    e.addr
+                );
+                describe_address(out, e.addr);
+                let _ = write!(out, "):");
+            }
         }
         (kind, _) => {
             let what = match kind {
@@ -362,6 +399,48 @@ pub(crate) fn write_headline(out: &mut dyn Write, e: &Error, pool: &Pool) {
             };
             let _ = write!(out, "{what} {:#x}:", e.addr);
         }
+    }
+}
+
+/// What memory `addr` is: a thread's stack, a module's static data, the heap, another mapping,
+/// or nothing mapped (from `/proc/self/maps`, read without allocating).
+fn describe_address(out: &mut dyn Write, addr: usize) {
+    let Some(m) = sys::mapping_of(addr) else {
+        let _ = write!(out, "not mapped");
+        return;
+    };
+    let perms = core::str::from_utf8(&m.perms).unwrap_or("?");
+    if m.name() == b"[stack]" {
+        let _ = write!(out, "on the stack of the main thread");
+    } else if m.name() == b"[heap]" {
+        let _ = write!(out, "in the heap");
+    } else if let Some((base, path)) = sys::module_of(addr) {
+        let what = if m.perms[2] == b'x' {
+            "code"
+        } else {
+            "static data"
+        };
+        let path = path.to_bytes();
+        let path: &[u8] = if path.is_empty() {
+            crate::symbolize::exe_path()
+        } else {
+            path
+        };
+        let _ = write!(out, "in the {what} of {}+{:#x}", Escaped(path), addr - base);
+    } else if m.name().is_empty() {
+        let _ = write!(
+            out,
+            "in an anonymous mapping {:#x}-{:#x} {perms}: mmap, or a thread's stack",
+            m.start, m.end
+        );
+    } else {
+        let _ = write!(
+            out,
+            "in a mapping of {} {:#x}-{:#x} {perms}",
+            Escaped(m.name()),
+            m.start,
+            m.end
+        );
     }
 }
 

@@ -30,6 +30,14 @@ impl Stack {
         &self.frames[..self.len as usize]
     }
 
+    /// Drops the `n` innermost frames.
+    pub fn drop_innermost(&mut self, n: usize) {
+        let len = self.len as usize;
+        let n = n.min(len);
+        self.frames.copy_within(n..len, 0);
+        self.len = (len - n) as u32;
+    }
+
     fn push(&mut self, pc: usize) -> bool {
         if (self.len as usize) < MAX_FRAMES {
             self.frames[self.len as usize] = pc;

@@ -374,6 +374,14 @@ fn scan_symbols<'a>(
 /// never touches pool memory), so its locks are free.
 pub struct Demangled<'a>(pub &'a [u8]);
 
+/// Whether C++ names are demangled (which allocates): off while reporting from inside the C
+/// library's allocator.
+static DEMANGLE_CPP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+pub(crate) fn set_demangle_cpp(on: bool) {
+    DEMANGLE_CPP.store(on, core::sync::atomic::Ordering::Relaxed);
+}
+
 impl core::fmt::Display for Demangled<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let Ok(s) = core::str::from_utf8(self.0) else {
@@ -382,7 +390,7 @@ impl core::fmt::Display for Demangled<'_> {
         if let Ok(d) = rustc_demangle::try_demangle(s) {
             return write!(f, "{d:#}");
         }
-        if s.starts_with("_Z") {
+        if s.starts_with("_Z") && DEMANGLE_CPP.load(core::sync::atomic::Ordering::Relaxed) {
             if let Ok(sym) = cpp_demangle::Symbol::new(s) {
                 let mut text = crate::fmt::BufWriter::<256>::new();
                 if core::fmt::Write::write_fmt(&mut text, format_args!("{sym}")).is_ok()

@@ -1012,3 +1012,98 @@ pub fn own_file_ctime_at(dir: i32, name: &core::ffi::CStr) -> Option<u64> {
         .then(|| st.st_ctime as u64 * 1_000_000_000 + st.st_ctime_nsec as u64)
     }
 }
+
+/// One line of `/proc/self/maps`: a mapping's range, permissions (`rw-p`) and name (a path,
+/// `[stack]`, `[heap]`, or empty for anonymous memory; truncated to 200 bytes).
+pub struct Mapping {
+    pub start: usize,
+    pub end: usize,
+    pub perms: [u8; 4],
+    name: [u8; 200],
+    name_len: usize,
+}
+
+impl Mapping {
+    pub fn name(&self) -> &[u8] {
+        &self.name[..self.name_len]
+    }
+}
+
+/// The mapping that holds `addr`, read from `/proc/self/maps` a buffer at a time: no
+/// allocation, so it can be used while reporting from a signal handler.
+pub fn mapping_of(addr: usize) -> Option<Mapping> {
+    // SAFETY: open/read/close into stack buffers within their lengths.
+    let fd = unsafe {
+        libc::open(
+            c"/proc/self/maps".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    let mut buf = [0u8; 4096];
+    let mut line = [0u8; 512];
+    let mut len = 0usize;
+    let mut found = None;
+    'read: loop {
+        // SAFETY: as above.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            break;
+        }
+        for &c in &buf[..n as usize] {
+            if c != b'\n' {
+                if len < line.len() {
+                    line[len] = c;
+                }
+                len += 1;
+                continue;
+            }
+            if let Some(m) = parse_maps_line(&line[..len.min(line.len())]) {
+                if m.start <= addr && addr < m.end {
+                    found = Some(m);
+                    break 'read;
+                }
+            }
+            len = 0;
+        }
+    }
+    // SAFETY: fd was opened above.
+    unsafe { libc::close(fd) };
+    found
+}
+
+/// `start-end perms offset dev inode   name`.
+fn parse_maps_line(l: &[u8]) -> Option<Mapping> {
+    let hex = |s: &[u8]| -> Option<usize> {
+        let mut v = 0usize;
+        for &c in s {
+            v = v.checked_mul(16)? + (c as char).to_digit(16)? as usize;
+        }
+        Some(v)
+    };
+    let mut fields = l.splitn(6, |&c| c == b' ');
+    let range = fields.next()?;
+    let dash = range.iter().position(|&c| c == b'-')?;
+    let perms = fields.next()?;
+    let (_, _, _) = (fields.next()?, fields.next()?, fields.next()?);
+    let rest = fields.next().unwrap_or(b"");
+    let name = match rest.iter().position(|&c| c != b' ') {
+        Some(i) => &rest[i..],
+        None => b"",
+    };
+    let mut m = Mapping {
+        start: hex(&range[..dash])?,
+        end: hex(&range[dash + 1..])?,
+        perms: [0; 4],
+        name: [0; 200],
+        name_len: name.len().min(200),
+    };
+    m.perms[..perms.len().min(4)].copy_from_slice(&perms[..perms.len().min(4)]);
+    m.name[..m.name_len].copy_from_slice(&name[..m.name_len]);
+    Some(m)
+}
