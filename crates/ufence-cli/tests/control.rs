@@ -812,6 +812,7 @@ fn hostile_and_foreign_files_are_refused() {
     // A real block to damage.
     let svc = start(&rt, "num_objects=4", "run");
     let real = std::fs::read(rt.join(format!("{}.ufence", svc.pid))).unwrap();
+    let real_pid = svc.pid;
     drop(svc);
     let put = |pid: u32, bytes: &[u8]| {
         let p = rt.join(format!("{pid}.ufence"));
@@ -828,13 +829,21 @@ fn hostile_and_foreign_files_are_refused() {
     n[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     put(4000004, &n);
     put(4000005, &[]);
+    // A block written by the ufence before the workload figures (version 1).
+    let mut v1 = real.clone();
+    v1[std::mem::offset_of!(ufence_core::control::Header, version)] = 1;
+    put(4000008, &v1);
     std::os::unix::fs::symlink(rt.join("4000003.ufence"), rt.join("4000006.ufence")).unwrap();
     for (pid, want) in [
         (4000001, "not a ufence control block (bad magic)"),
         (4000002, "truncated (3000 bytes"),
         (
             4000003,
-            "control block version 99, this ufence reads version 1",
+            "control block version 99, this ufence reads version 2",
+        ),
+        (
+            4000008,
+            "control block version 1, this ufence reads version 2",
         ),
         (4000004, "damaged control block (slot table)"),
         (4000005, "not a ufence control block (bad magic)"),
@@ -853,7 +862,19 @@ fn hostile_and_foreign_files_are_refused() {
         assert_eq!(fails(&rt, &["objects", &p]), err);
     }
     let all = ok(&rt, &["ps", "--all"]);
-    assert_eq!(all.matches("unreadable").count(), 6, "{all}");
+    assert_eq!(all.matches("unreadable").count(), 7, "{all}");
+
+    // Workload figures of any value (a hostile writer) are shown, clamped, never a panic.
+    let mut w = real.clone();
+    let at = std::mem::offset_of!(ufence_core::control::Block, workload);
+    let wl = std::mem::size_of::<ufence_core::control::Workload>();
+    w[at..at + wl].fill(0xff);
+    put(real_pid, &w);
+    let out = ok(&rt, &["stats", &real_pid.to_string()]);
+    assert!(
+        out.contains(&format!("allocations seen: {}\n", u64::MAX)) && out.contains("(full now)"),
+        "{out}"
+    );
 
     // Another user's file (only root can make one).
     // SAFETY: geteuid cannot fail.
@@ -1306,4 +1327,68 @@ fn a_crash_loop_leaves_a_bounded_number_of_stale_files() {
         stale.len(),
         "{all}"
     );
+}
+
+#[test]
+fn stats_show_allocation_rate_lifetimes_and_time_full() {
+    let rt = runtime_dir("workload");
+    // `slow` allocates and frees one object about every 5 ms (at most 200 a second); every
+    // allocation is sampled, so the slot table holds freed objects that lived microseconds.
+    let svc = start(&rt, "sample_rate=1:max_overhead=0:num_objects=8", "slow");
+    std::thread::sleep(Duration::from_millis(2500));
+    let v: serde_json::Value = serde_json::from_str(&ok(
+        &rt,
+        &["stats", &svc.pid.to_string(), "--format", "json"],
+    ))
+    .unwrap();
+    let w = &v["workload"];
+    let rate = w["allocation_rate_per_second"].as_f64().unwrap();
+    assert!((60.0..=205.0).contains(&rate), "rate {rate}: {w}");
+    assert_eq!(w["pool_full_seconds"], 0.0, "{w}");
+    // Every slot described: freed ones (the loop's objects, which live microseconds) and at
+    // most one alive since start (stdio's buffer).
+    let (freed, alive) = (
+        &w["sampled_lifetimes"]["freed"],
+        &w["sampled_lifetimes"]["alive"],
+    );
+    assert_eq!(
+        freed["count"].as_u64().unwrap() + alive["count"].as_u64().unwrap(),
+        8,
+        "{w}"
+    );
+    assert!(alive["count"].as_u64().unwrap() <= 1, "{w}");
+    assert!(freed["p50_seconds"].as_f64().unwrap() < 0.004, "{w}");
+    let text = ok(&rt, &["stats", &svc.pid.to_string()]);
+    assert!(text.contains("sampled lifetimes (freed): "), "{text}");
+    let prom = ok(
+        &rt,
+        &["stats", &svc.pid.to_string(), "--format", "prometheus"],
+    );
+    assert!(
+        prom.contains("ufence_sampled_lifetime_seconds_count{"),
+        "{prom}"
+    );
+    drop(svc);
+
+    // `hoard` leaks one allocation in four: four slots fill with objects that stay, and the
+    // pool is full for most of the run.
+    let svc = start(&rt, "sample_rate=1:max_overhead=0:num_objects=4", "hoard");
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = ok(&rt, &["stats", &svc.pid.to_string()]);
+    let full: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("time pool full (s): "))
+        .and_then(|l| l.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(full >= 1.0 && text.contains("(full now)"), "{text}");
+    assert!(
+        text.contains("sampled ages (alive): 4 objects, p50 "),
+        "{text}"
+    );
+    let prom = ok(
+        &rt,
+        &["stats", &svc.pid.to_string(), "--format", "prometheus"],
+    );
+    assert!(prom.contains("ufence_pool_full_seconds_total{"), "{prom}");
+    assert!(prom.contains("ufence_sampled_alive_objects{"), "{prom}");
 }

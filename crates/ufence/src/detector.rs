@@ -283,8 +283,10 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
                 // A pool full of long-lived objects stays full until some are freed: look
                 // again a little later rather than on every allocation.
                 Counters::bump(&counters().skipped_capacity);
+                control::note_pool_full(true);
                 sampler::pause(64);
             } else if within_budget(t0) {
+                control::note_pool_full(false);
                 p = sampled_alloc(pool, size, align.max(1), occupancy, timed);
                 counters().pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
             } else {

@@ -389,6 +389,7 @@ pub fn decide(ready: bool, fit: Fit, counters: &Counters, occupancy: u64) -> Ver
     if !ready {
         return t.plan(64);
     }
+    crate::control::note_allocations(done);
     if t.rng == 0 {
         t.rng = sys::random_u64() ^ ((sys::gettid() as u64) << 17) | 1;
         t.stride = 1;
