@@ -5,6 +5,7 @@
 pub mod escape;
 pub mod exporter;
 pub mod metrics;
+pub mod plan;
 pub mod report;
 pub mod runtime;
 pub mod time;

@@ -365,11 +365,8 @@ fn pool_alloc(pool: &Pool, size: usize, align: usize, stack: Stack, site: u64) -
     }
     pool.fill_canary(i);
     let right = sampler::random_bit();
-    let addr = if right {
-        (page + pool.page - size) & !(align - 1)
-    } else {
-        page
-    };
+    // The page is page-aligned, so rounding its offset rounds the address.
+    let addr = page + crate::pool::object_offset(pool.page, size, align, right);
     // SAFETY: slot i was popped from the FIFO by this thread, which owns it until it publishes
     // ALLOCATED below.
     let s = unsafe { pool.slot_mut(i) };

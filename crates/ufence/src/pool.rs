@@ -156,6 +156,19 @@ pub enum Place {
     },
 }
 
+/// Where an object of `size` bytes aligned to `align` starts on its page of `page` bytes: at
+/// the page's start when left-placed; when right-placed, ending at the page's end, rounded
+/// down to its alignment (so up to `align - 1` bytes of slack can follow it). The placement of
+/// every sampled object, and the fleet model's (`ufence-fleet`'s `plan`).
+#[inline]
+pub fn object_offset(page: usize, size: usize, align: usize, right: bool) -> usize {
+    if right {
+        (page - size) & !(align - 1)
+    } else {
+        0
+    }
+}
+
 /// The byte expected at `addr` in the unused part of an object's page.
 #[inline]
 pub fn canary_byte(addr: usize) -> u8 {
