@@ -273,7 +273,7 @@ pub fn check(machines: f64, w: &Workload, s: &Settings, bug: &Bug) -> Result<(),
     }
     if w.rate > 0.0 && bug.rate > w.rate {
         return Err(format!(
-            "the bug path ({} /s) cannot allocate more often than the process does ({} /s)",
+            "the bug path ({:.3} /s) cannot allocate more often than the process does ({:.3} /s)",
             bug.rate, w.rate
         ));
     }
@@ -356,11 +356,25 @@ pub fn predict(
     let mut last_accept = if s0 > 0.0 { a0 / s0 } else { 1.0 };
     while t < horizon_s {
         let dt = next_t - t;
-        // Midpoint step for the long-lived count.
-        let (a1, _, occ1) = state(k);
-        let mid = k + 0.5 * dt * long_growth(k, a1, occ1);
-        let (am, _, occm) = state(mid.min(n));
-        let k_new = (k + dt * long_growth(mid, am, occm)).min(n);
+        // The long-lived count. While the pool has room: a midpoint step, stopped at the
+        // boundary where the short-lived ones fill the rest (k = N - s (1 - f) life). Once
+        // full, only departures make room: N - k decays as exp(-f t / ((1 - f) life)).
+        let (a1, g1, occ1) = state(k);
+        let short_hold = (1.0 - f) * life;
+        let full = short_hold > 0.0 && k >= n - g1 * short_hold - 1e-9;
+        let k_new = if full {
+            if long_growth(k, a1, occ1) == 0.0 {
+                k
+            } else {
+                n - (n - k) * (-f * dt / short_hold).exp()
+            }
+        } else {
+            let boundary = (n - g1 * short_hold).max(k);
+            let mid = (k + 0.5 * dt * long_growth(k, a1, occ1)).min(boundary);
+            let (am, _, occm) = state(mid);
+            (k + dt * long_growth(mid, am, occm)).min(boundary)
+        }
+        .min(n);
         let (a2, s2, occ2) = state(k_new);
         let h_new = hazard(a2, occ2);
         let before = lambda;
@@ -514,29 +528,31 @@ pub fn recommend(
     let want = (want * 1.25 + 8.0)
         .ceil()
         .max(Settings::DEFAULT.num_objects as f64);
-    if want <= n_mem {
+    let default_n = (Settings::DEFAULT.num_objects as f64).min(n_mem);
+    if w.long_lived > 0.0 && (w.long_lived_sites as f64) < 0.25 * default_n && want > default_n {
+        // Covered-site skipping holds the long-lived objects at 75 % of the pool; the rest
+        // keeps cycling, so the default pool does.
+        settings.num_objects = default_n as u64;
+        notes.push(format!(
+            "long-lived objects would fill the pool; skip_covered_thresh=75 holds them at 75 % (assumes they come from {} sites, fewer than a quarter of the pool)",
+            w.long_lived_sites
+        ));
+    } else if want <= n_mem {
         settings.num_objects = want as u64;
     } else {
         settings.num_objects = n_mem as u64;
-        let quarter = 0.25 * n_mem;
-        if (w.long_lived_sites as f64) < quarter {
-            notes.push(format!(
-                "the pool would fill with long-lived objects before the target time; skip_covered_thresh=75 keeps it sampling (assumes the long-lived objects come from {} sites, fewer than a quarter of the pool)",
-                w.long_lived_sites
-            ));
-        } else {
-            settings.adaptive = true;
-            notes.push(
-                "the pool would fill with long-lived objects from many sites: adaptive=1 slows sampling as it fills rather than stop (the prediction includes the slowdown)"
-                    .to_string(),
-            );
-        }
-        if n_mem < want {
-            notes.push(format!(
-                "the memory budget binds: {} MiB holds {} slots, {} wanted",
-                budget.mib, n_mem, want
-            ));
-        }
+        settings.adaptive = w.long_lived > 0.0;
+        notes.push(format!(
+            "the memory budget binds: {} MiB holds {} slots, {} wanted{}",
+            budget.mib,
+            n_mem,
+            want,
+            if settings.adaptive {
+                "; adaptive=1 slows sampling as long-lived objects fill the pool rather than stop (the prediction includes the slowdown)"
+            } else {
+                ""
+            }
+        ));
     }
     let prediction = predict(
         machines,
@@ -562,6 +578,28 @@ pub fn recommend(
     })
 }
 
+/// The bug kind in words: `use-after-free (accessed 0 s after the free)`, `overflow write by 1 B`.
+pub fn describe(k: &Kind) -> String {
+    match *k {
+        Kind::UseAfterFree { delay_s } => {
+            format!("use-after-free (accessed {delay_s} s after the free)")
+        }
+        Kind::DoubleFree { delay_s } => format!("double free ({delay_s} s apart)"),
+        Kind::Overflow { bytes, write } => {
+            format!(
+                "overflow {} by {bytes} B",
+                if write { "write" } else { "read" }
+            )
+        }
+        Kind::Underflow { bytes, write } => {
+            format!(
+                "underflow {} by {bytes} B",
+                if write { "write" } else { "read" }
+            )
+        }
+    }
+}
+
 /// A duration for people: `45 s`, `12.5 min`, `3.2 h`, `4.1 days`, `2.3 years`.
 pub fn human(s: f64) -> String {
     let mut out = String::new();
@@ -577,6 +615,57 @@ pub fn human(s: f64) -> String {
         write!(out, "{:.1} years", s / 31_557_600.0)
     };
     out
+}
+
+/// A workload measured from live processes' control blocks: the mean allocation rate; the
+/// long-lived fraction as the objects still allocated that are older than `max(10 s, 100 x the
+/// 90th percentile of freed lifetimes)` over the samples taken; the mean freed lifetime; the
+/// distinct sites of those old objects. Refuses processes that ran for less than 10 s or
+/// sampled nothing (a stated error, not a guess).
+pub fn measured(
+    procs: &[(&crate::runtime::Snapshot, crate::runtime::Lifetimes)],
+) -> Result<Workload, String> {
+    if procs.is_empty() {
+        return Err("no live process under ufence to measure".into());
+    }
+    let (mut rate, mut samples, mut long, mut freed_sum, mut freed_n) =
+        (0.0, 0u64, 0u64, 0u128, 0u64);
+    let mut sites = Vec::new();
+    for (snap, l) in procs {
+        let w = snap.workload();
+        if w.uptime_s < 10.0 || w.allocations_seen == 0 {
+            return Err(format!(
+                "process {} has run {:.1} s and seen {} allocations: too little to measure; wait, or describe the workload with --rate",
+                snap.pid(),
+                w.uptime_s,
+                w.allocations_seen
+            ));
+        }
+        rate += w.rate_per_s;
+        samples += snap.stats().total_allocations;
+        let p90 = crate::runtime::Lifetimes::quantile(&l.freed_ns, 0.9).unwrap_or(0);
+        let old = (100 * p90).max(10_000_000_000);
+        long += l.alive_ns.iter().filter(|&&age| age >= old).count() as u64;
+        sites.extend(l.alive_sites.iter().copied());
+        freed_sum += l.freed_ns.iter().map(|&x| x as u128).sum::<u128>();
+        freed_n += l.freed_ns.len() as u64;
+    }
+    sites.sort_unstable();
+    sites.dedup();
+    Ok(Workload {
+        rate: rate / procs.len() as f64,
+        long_lived: if samples > 0 {
+            (long as f64 / samples as f64).min(1.0)
+        } else {
+            0.0
+        },
+        lifetime_s: if freed_n > 0 {
+            freed_sum as f64 / freed_n as f64 / 1e9
+        } else {
+            0.0
+        },
+        long_lived_sites: sites.len() as u64,
+    })
 }
 
 #[cfg(test)]

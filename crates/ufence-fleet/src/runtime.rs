@@ -599,6 +599,8 @@ pub struct Lifetimes {
     pub alive_ns: Vec<u64>,
     /// Slots that could not be read consistently (they kept changing) and are left out.
     pub unread: usize,
+    /// Allocation sites of the objects still allocated (their site hashes), sorted, repeated.
+    pub alive_sites: Vec<u64>,
 }
 
 impl Lifetimes {
@@ -629,12 +631,14 @@ pub fn lifetimes(snap: &Snapshot) -> Result<Lifetimes, String> {
                 .freed_ns
                 .push(s.free.time_ns.saturating_sub(s.alloc.time_ns)),
             control::ALLOCATED | control::FREEING => {
-                out.alive_ns.push(now.saturating_sub(s.alloc.time_ns))
+                out.alive_ns.push(now.saturating_sub(s.alloc.time_ns));
+                out.alive_sites.push(s.site);
             }
             _ => {}
         }
     }
     out.freed_ns.sort_unstable();
     out.alive_ns.sort_unstable();
+    out.alive_sites.sort_unstable();
     Ok(out)
 }
