@@ -8,5 +8,6 @@ pub mod metrics;
 pub mod plan;
 pub mod report;
 pub mod runtime;
+pub mod simulate;
 pub mod time;
 pub mod triage;

@@ -274,7 +274,7 @@ pub fn alloc_slow(size: usize, align: usize, defaults: &Options) -> *mut u8 {
     } else {
         Fit::Filtered
     };
-    let occupancy = pool().map_or(0, |p| (1000 - p.free_slots() * 1000 / p.nslots) as u64);
+    let occupancy = pool().map_or(0, |p| sampler::occupancy_permille(p.free_slots(), p.nslots));
     let mut p = core::ptr::null_mut();
     if let Verdict::Sample { timed } = sampler::decide(ready, fit, counters(), occupancy) {
         if let Some(pool) = pool() {
@@ -311,7 +311,7 @@ fn sampled_alloc(pool: &Pool, size: usize, align: usize, occupancy: u64, timed: 
     // Test mode (sample_rate=1) samples every allocation while slots last: no covered skips.
     let thresh = sampler::knobs().skip_covered_thresh.load(Relaxed);
     let test_mode = !timed && sampler::knobs().rate.load(Relaxed) == 1;
-    if !test_mode && thresh < 100 && occupancy > thresh * 10 && pool.covered.contains(site) {
+    if covered::skips(thresh, occupancy, test_mode, || pool.covered.contains(site)) {
         Counters::bump(&counters().skipped_covered);
         return core::ptr::null_mut();
     }

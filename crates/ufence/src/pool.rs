@@ -156,6 +156,23 @@ pub enum Place {
     },
 }
 
+/// The pool's initial order of slots: `0..order.len()` shuffled by `seed` (Fisher-Yates on
+/// xorshift), so that the first objects of a fleet's processes do not all land in the same
+/// slots.
+pub fn shuffled_order(seed: u64, order: &mut [u32]) {
+    for (i, o) in order.iter_mut().enumerate() {
+        *o = i as u32;
+    }
+    let mut r = seed | 1;
+    for i in (1..order.len()).rev() {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        let j = (r % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+}
+
 /// Where an object of `size` bytes aligned to `align` starts on its page of `page` bytes: at
 /// the page's start when left-placed; when right-placed, ending at the page's end, rounded
 /// down to its alignment (so up to `align - 1` bytes of slack can follow it). The placement of
@@ -233,20 +250,10 @@ impl Pool {
         let ever_used = unsafe { meta.add(bits_offset).cast::<AtomicU64>() };
         // The initial order is shuffled (as newer kernels do) so that the first objects of a
         // fleet's processes do not all land in the same slots.
-        // SAFETY: fifo has room for nslots u32s (see above).
-        unsafe {
-            for i in 0..nslots {
-                *fifo.add(i) = i as u32;
-            }
-            let mut r = seed | 1;
-            for i in (1..nslots).rev() {
-                r ^= r << 13;
-                r ^= r >> 7;
-                r ^= r << 17;
-                let j = (r % (i as u64 + 1)) as usize;
-                core::ptr::swap(fifo.add(i), fifo.add(j));
-            }
-        }
+        // SAFETY: fifo has room for nslots u32s (see above), zeroed, ours alone.
+        shuffled_order(seed, unsafe {
+            core::slice::from_raw_parts_mut(fifo, nslots)
+        });
         Some(Pool {
             base: base as usize,
             len,
