@@ -10,6 +10,7 @@ mod ps;
 mod run;
 use ufence_fleet::runtime;
 mod set;
+mod simulate;
 mod stats;
 mod symbolize;
 mod top;
@@ -158,6 +159,41 @@ fn cli() -> Command {
                 .arg(Arg::new("format").long("format").value_parser(["text", "json"]).default_value("text"))
                 .arg(Arg::new("apply").long("apply").action(ArgAction::SetTrue).help("Set the recommended runtime knobs on the measured live processes (old -> new, as `ufence set`)"))
         })
+        .subcommand({
+            let v = |name: &'static str, value: &'static str, help: &'static str| {
+                Arg::new(name)
+                    .long(name)
+                    .value_name(value)
+                    .help(help)
+                    .allow_hyphen_values(true)
+            };
+            Command::new("simulate")
+                .about("Simulate a fleet running ufence's sampling decisions; time to first detection and pool occupancy, beside the model's")
+                .arg(v("machines", "N", "Machines (processes)").required(true))
+                .arg(v("rate", "ALLOCS_PER_S", "Allocations per second per process").required(true))
+                .arg(v("long-lived", "FRACTION", "Fraction of allocations never freed: 0.1 or 10% [default: 0]"))
+                .arg(v("lifetime", "DURATION", "Mean lifetime of the others [default: 0.01s]"))
+                .arg(v("long-lived-sites", "K", "Allocation sites of the long-lived objects [default: 4]"))
+                .arg(v("bug-per-hour", "R", "Executions of the bug path per hour per machine [default: 0]"))
+                .arg(v("kind", "KIND", "uaf, overflow, underflow, double-free [default: uaf]"))
+                .arg(v("bytes", "B", "Reach of an overflow or underflow [default: 1]"))
+                .arg(Arg::new("access").long("access").value_parser(["read", "write"]))
+                .arg(v("delay", "DURATION", "Free to bad access (uaf, double-free) [default: 0]"))
+                .arg(v("object-size", "BYTES", "[default: 64]"))
+                .arg(v("align", "BYTES", "[default: 16]"))
+                .arg(v("sample-interval", "MS", "[default: 100]"))
+                .arg(v("sample-rate", "N", "[default: 0]"))
+                .arg(v("num-objects", "N", "[default: 255]"))
+                .arg(v("burst", "N", "[default: 0]"))
+                .arg(v("adaptive", "0|1", "[default: 0]"))
+                .arg(v("adaptive-max", "MS", "[default: 10000]"))
+                .arg(v("skip-covered-thresh", "PERCENT", "[default: 75]"))
+                .arg(v("horizon", "DURATION", "Simulated time [default: 1d]"))
+                .arg(v("seed", "N", "Same seed, same result [default: 1]"))
+                .arg(v("runs", "R", "Simulate R fleets and report the distribution of the fleet's first detection (each fleet stops at its first) [default: 1]"))
+                .arg(v("threads", "N", "Worker threads (the result does not depend on them) [default: all cores]"))
+                .arg(Arg::new("format").long("format").value_parser(["text", "json"]).default_value("text"))
+        })
         .subcommand(
             Command::new("top")
                 .about("Live view of every process under ufence (q quits, s changes the sort)")
@@ -296,6 +332,7 @@ fn main() -> ExitCode {
         Some(("objects", m)) => objects::main(m),
         Some(("set", m)) => set::main(m),
         Some(("plan", m)) => plan::main(m),
+        Some(("simulate", m)) => simulate::main(m),
         Some(("top", m)) => top::main(m),
         Some(("symbolize", m)) => {
             let files: Vec<String> = m.get_many::<String>("reports").unwrap().cloned().collect();

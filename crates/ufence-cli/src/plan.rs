@@ -31,7 +31,7 @@ pub fn duration(text: &str) -> Result<f64, String> {
     Ok(n * scale)
 }
 
-fn number(m: &ArgMatches, name: &str) -> Result<Option<f64>, String> {
+pub fn number(m: &ArgMatches, name: &str) -> Result<Option<f64>, String> {
     let Some(v) = m.get_one::<String>(name) else {
         return Ok(None);
     };
@@ -49,7 +49,7 @@ fn number(m: &ArgMatches, name: &str) -> Result<Option<f64>, String> {
     Ok(Some(if pct { x / 100.0 } else { x }))
 }
 
-fn kind(m: &ArgMatches) -> Result<Kind, String> {
+pub fn kind(m: &ArgMatches) -> Result<Kind, String> {
     let bytes = number(m, "bytes")?.unwrap_or(1.0);
     if bytes < 1.0 || bytes.fract() != 0.0 {
         return Err(format!(

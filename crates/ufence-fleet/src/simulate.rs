@@ -482,13 +482,25 @@ fn machine(sc: &Scenario, index: u64, m: &mut Machine, best: &AtomicU64) -> Mach
 pub fn fleet_firsts(sc: &Scenario, runs: u64, threads: usize) -> Vec<Option<f64>> {
     let mut out: Vec<Option<f64>> = (0..runs)
         .map(|k| {
-            let one = Scenario {
-                seed: sc.seed.wrapping_add(k),
-                fleet_first_only: true,
-                checkpoints: Vec::new(),
-                ..sc.clone()
-            };
-            run(&one, threads).fleet_first_s
+            // Iterative deepening: the fleet up to 60 s, then twice as long until a machine
+            // finds the bug (a machine's draws do not depend on where it stops, so each pass
+            // replays the same fleet). Without it the first machine would run alone to its own
+            // detection, as long as the fleet's times its size.
+            let mut cap = sc.horizon_s.min(60.0);
+            loop {
+                let one = Scenario {
+                    seed: sc.seed.wrapping_add(k),
+                    fleet_first_only: true,
+                    checkpoints: Vec::new(),
+                    horizon_s: cap,
+                    ..sc.clone()
+                };
+                let first = run(&one, threads).fleet_first_s;
+                if first.is_some() || cap >= sc.horizon_s {
+                    break first;
+                }
+                cap = (cap * 2.0).min(sc.horizon_s);
+            }
         })
         .collect();
     out.sort_by(|a, b| match (a, b) {
@@ -625,5 +637,7 @@ mod tests {
         );
         assert_eq!(full.fleet_first_s, first.fleet_first_s);
         assert!(first.samples < full.samples / 10);
+        // Iterative deepening replays the same fleet: the same first detection.
+        assert_eq!(fleet_firsts(&sc, 1, 2), vec![full.fleet_first_s]);
     }
 }
