@@ -6,7 +6,7 @@ median and 90th percentile of the fleet's time to first detection (`ufence plan`
     python3 bench/fleet_model.py [RUNS]        (default 201; needs target/release/ufence)
 
 Prints a markdown table and the largest disagreement of the medians."""
-import json, math, subprocess, sys, time
+import json, math, os, subprocess, sys, time
 
 RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 201
 UF = "target/release/ufence"
@@ -46,10 +46,11 @@ def human(s):
 
 
 print(f"{RUNS} fleets per scenario; times are the fleet's first detection.\n")
-print("| machines | allocs/s | long-lived (sites) | bug path | settings | model median | simulated median | ratio | model p90 | simulated p90 | wall s |")
-print("| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| machines | allocs/s | long-lived (sites) | bug path | settings | model median | simulated median | ratio | model p90 | simulated p90 | found by horizon, model / simulated | wall s |")
+print("| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 worst = (0.0, None)
-for m, rate, f, sites, per_h, extra in GRID:
+# START=K skips the first K scenarios (to finish an interrupted table).
+for m, rate, f, sites, per_h, extra in GRID[int(os.environ.get("START", "0")):]:
     cmd = [UF, "simulate", "--machines", str(m), "--rate", str(rate), "--long-lived", str(f),
            "--long-lived-sites", str(sites), "--bug-per-hour", repr(per_h), "--runs", str(RUNS),
            "--format", "json"] + extra
@@ -70,6 +71,6 @@ for m, rate, f, sites, per_h, extra in GRID:
         rs = "both beyond" if mm is None and sm is None else "one beyond"
     bug = f"{per_h:g}/h" if per_h >= 1 else f"1/{round(1 / per_h)}h"
     settings = " ".join(extra) or "defaults"
-    print(f"| {m:,} | {rate:,} | {f:g} ({sites}) | {bug} | {settings} | {human(mm)} | {human(sm)} | {rs} | {human(mp)} | {human(sp)} | {wall:.1f} |", flush=True)
+    print(f"| {m:,} | {rate:,} | {f:g} ({sites}) | {bug} | {settings} | {human(mm)} | {human(sm)} | {rs} | {human(mp)} | {human(sp)} | {100 * v['model']['found_by_horizon']:.0f} % / {100 * v['found_by_horizon']:.0f} % | {wall:.1f} |", flush=True)
 if worst[1]:
     print(f"\nLargest disagreement of the medians: simulated/model = {worst[1][-1]:.2f} at {worst[1][:-1]}")

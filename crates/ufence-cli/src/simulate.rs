@@ -140,7 +140,7 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
             format!("{:.2} %", found * 100.0),
             format!(
                 "{:.2} %",
-                100.0 * (1.0 - (1.0 - model.found_by_horizon).powf(1.0 / machines))
+                100.0 * (1.0 - (-model.cumulative_hazard / machines).exp())
             )
         );
         let model_one = plan::predict(
@@ -215,7 +215,8 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
             "fleet_firsts_seconds": firsts,
             "median_seconds": simulate::quantile(&firsts, 0.5),
             "p90_seconds": simulate::quantile(&firsts, 0.9),
-            "model": {"median_seconds": model.median_s, "p90_seconds": model.p90_s, "mean_seconds": model.mean_s},
+            "found_by_horizon": found as f64 / runs as f64,
+            "model": {"median_seconds": model.median_s, "p90_seconds": model.p90_s, "mean_seconds": model.mean_s, "found_by_horizon": model.found_by_horizon},
         })
     };
     if json_out {

@@ -219,6 +219,9 @@ pub struct Prediction {
     pub mean_s: Option<f64>,
     /// Probability that the fleet has found the bug by the horizon.
     pub found_by_horizon: f64,
+    /// The fleet's expected detections by the horizon (the integral of its hazard): one
+    /// machine's share of the fleet's chance is `1 - exp(-this / machines)`.
+    pub cumulative_hazard: f64,
     pub horizon_s: f64,
     /// CPU share of one process spent on samples, percent (at start).
     pub cpu_percent: f64,
@@ -432,6 +435,7 @@ pub fn predict(
         p90_s: p90,
         mean_s: mean,
         found_by_horizon: 1.0 - survive,
+        cumulative_hazard: lambda,
         horizon_s,
         cpu_percent: cpu,
         mib: n * slot_bytes() / (1 << 20) as f64,
