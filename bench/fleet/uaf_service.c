@@ -1,8 +1,10 @@
 /* A small service for the fleet experiment (bench/fleet_real.py): it allocates and frees one
  * 64-byte request object about every `period_us` microseconds, and every `bug_every` requests
  * it runs a rare path that reads its object after freeing it (a planted use-after-free). It
- * prints "bugpath N" to stdout every time the rare path runs, so the driver knows the rate.
- *   uaf_service PERIOD_US BUG_EVERY SECONDS */
+ * With SHADOWED=1 the rare path runs right after that iteration's request (microseconds after
+ * another allocation); by default it replaces the request, so every allocation follows the
+ * same pause.
+ *   uaf_service PERIOD_US BUG_EVERY SECONDS [SHADOWED] */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,12 +35,11 @@ int main(int argc, char **argv) {
     long period = argc > 1 ? atol(argv[1]) : 1000;
     long every = argc > 2 ? atol(argv[2]) : 5000;
     double secs = argc > 3 ? atof(argv[3]) : 60;
+    int shadowed = argc > 4 && atoi(argv[4]) != 0;
     double start = now(), next = start;
     for (long i = 1; now() - start < secs; i++) {
-        free(request());
-        if (i % every == 0) {
-            rare_path();
-        }
+        if (i % every != 0 || shadowed) free(request());
+        if (i % every == 0) rare_path();
         next += period / 1e6;
         double wait = next - now();
         if (wait > 0) usleep((useconds_t)(wait * 1e6));

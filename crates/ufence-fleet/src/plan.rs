@@ -301,9 +301,8 @@ pub fn predict(
         let t = effective_interval_s(s, occ);
         w.rate * sample_probability(w.rate, t, s.sample_rate, s.burst)
     };
-    // Past the threshold, a long-lived sample from a site already in the pool is given up:
-    // with K such sites, long-lived objects stop at about max(threshold, K) (the bug's own site
-    // is never covered: its objects are freed).
+    // Past the threshold, a long-lived sample from a site already in the pool is given up
+    // (the bug's own site is never covered: its objects are freed).
     let covering = s.skip_covered_thresh < 100;
     let thresh = s.skip_covered_thresh as f64 / 100.0;
     let sites = (w.long_lived_sites as f64).max(1.0);
@@ -324,13 +323,20 @@ pub fn predict(
         let occ = (k + a * (1.0 - f) * life).min(n);
         (a, guess, occ)
     };
-    let long_growth = |k: f64, a: f64, occ: f64| {
-        if covering && occ / n > thresh && k >= sites {
-            0.0
+    // Past the threshold, a long-lived sample is kept only if its site has no object in the
+    // pool: a share u/K of them, with u of the K sites uncovered. Below it every one is kept
+    // and covers an uncovered site with probability u/K, so u = K exp(-k/K); above it each one
+    // kept covers a site, so k + u stays constant: the long-lived objects stop at the
+    // threshold's count plus the sites still uncovered then.
+    let above = |occ: f64| covering && occ / n > thresh;
+    let long_growth = |_k: f64, a: f64, occ: f64, u: f64| {
+        if above(occ) {
+            f * a * (u / sites).min(1.0)
         } else {
             f * a
         }
     };
+    let mut uncovered = sites;
     let hazard = |a: f64, occ: f64| {
         let free_ahead = (n - occ).max(0.0);
         machines
@@ -366,16 +372,17 @@ pub fn predict(
         let short_hold = (1.0 - f) * life;
         let full = short_hold > 0.0 && k >= n - g1 * short_hold - 1e-9;
         let k_new = if full {
-            if long_growth(k, a1, occ1) == 0.0 {
+            if long_growth(k, a1, occ1, uncovered) == 0.0 {
                 k
             } else {
-                n - (n - k) * (-f * dt / short_hold).exp()
+                let cap = if above(occ1) { k + uncovered } else { n };
+                (n - (n - k) * (-f * dt / short_hold).exp()).min(cap)
             }
         } else {
             let boundary = (n - g1 * short_hold).max(k);
-            let mid = (k + 0.5 * dt * long_growth(k, a1, occ1)).min(boundary);
+            let mid = (k + 0.5 * dt * long_growth(k, a1, occ1, uncovered)).min(boundary);
             let (am, _, occm) = state(mid);
-            (k + dt * long_growth(mid, am, occm)).min(boundary)
+            (k + dt * long_growth(mid, am, occm, uncovered)).min(boundary)
         }
         .min(n);
         let (a2, s2, occ2) = state(k_new);
@@ -410,6 +417,12 @@ pub fn predict(
             last_record = next_t;
         }
         last_accept = accepted;
+        let dk = (k_new - k).max(0.0);
+        if above(occ1) {
+            uncovered = (uncovered - dk).max(0.0);
+        } else {
+            uncovered *= (-dk / sites).exp();
+        }
         k = k_new;
         h_prev = h_new;
         t = next_t;
