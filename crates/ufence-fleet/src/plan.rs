@@ -791,6 +791,16 @@ mod tests {
         assert_eq!(p.fill_s, None);
         let last = p.occupancy.last().unwrap();
         assert!(close(last.occupied, 0.75 * 255.0, 0.02), "{last:?}");
+        // 100 sites: past 75 % only the sites still uncovered add one each:
+        // 191.25 + 100 exp(-1.9125) = 206.0.
+        let w100 = Workload {
+            long_lived_sites: 100,
+            ..w
+        };
+        let p = predict(1.0, &w100, &c, &uaf(0.001), 1e5, SAMPLE_COST_S);
+        let last = p.occupancy.last().unwrap();
+        assert!(close(last.occupied, 206.0, 0.01), "{last:?}");
+        assert_eq!(p.fill_s, None);
     }
 
     #[test]
