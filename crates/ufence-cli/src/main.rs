@@ -311,6 +311,20 @@ fn cli() -> Command {
 }
 
 fn main() -> ExitCode {
+    // The demo's workload runs under sample_rate=1, where every allocation takes one of the
+    // pool's 255 slots while slots last: it must not start by building the whole command line
+    // (hundreds of allocations that stay), or its planted bugs would find the pool full.
+    let mut args = std::env::args();
+    if args.nth(1).as_deref() == Some(demo::WORKLOAD_VERB) {
+        let bug = args.next().unwrap_or_default();
+        return match demo::workload(&bug) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("ufence: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let matches = cli().get_matches();
     if !matches!(matches.subcommand_name(), Some("run")) {
         // A verb whose reader goes away (`ufence objects PID | head -3`) ends as Unix tools
