@@ -30,7 +30,7 @@ GRID = [
     (1, 100, 0.5, 1000, 60, ["--horizon", "2h"]),
     (1000, 100, 0.1, 1000, 1, ["--sample-interval", "1000"]),
     (100, 100, 0.1, 1000, 1, ["--adaptive", "1", "--adaptive-max", "2000"]),
-    (100, 100, 0, 4, 1, ["--delay", "1s", "--num-objects", "8"]),
+    (100, 100, 0, 4, 1, ["--delay", "0.85s", "--num-objects", "8"]),
     (100, 100, 0, 4, 1, ["--kind", "overflow", "--access", "read"]),
     (1000, 100, 0, 4, 1, ["--sample-rate", "5000", "--sample-interval", "0"]),
 ]

@@ -175,6 +175,20 @@ pub fn not_reused(free: f64, accept: f64, delay_s: f64) -> f64 {
     sum.min(1.0)
 }
 
+/// As [`not_reused`], when samples come from the interval `interval_s` alone: the `free`
+/// slots ahead and then the freed one are taken by the next `free + 1` samples, each an
+/// interval plus an exponential wait (mean `1/rate`) for the next allocation, so the slot is
+/// still not reused after `delay_s` if `(free + 1) * interval + Gamma(free + 1, 1/rate) >
+/// delay_s`: certain within `(free + 1)` intervals, then P(Poisson(rate * slack) <= free).
+pub fn not_reused_periodic(free: f64, interval_s: f64, rate: f64, delay_s: f64) -> f64 {
+    let m = free.max(0.0).floor() + 1.0;
+    let slack = delay_s - m * interval_s;
+    if slack <= 0.0 {
+        return 1.0;
+    }
+    not_reused(m - 1.0, rate, slack)
+}
+
 fn erfc(x: f64) -> f64 {
     // Abramowitz and Stegun 7.1.26 (|error| < 1.5e-7).
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
@@ -337,13 +351,28 @@ pub fn predict(
         }
     };
     let mut uncovered = sites;
-    let hazard = |a: f64, occ: f64| {
+    // The chance a sampled execution is caught. A use-after-free's slot is reused after the
+    // free slots ahead of it: under the interval alone (pool not full) samples come every
+    // interval plus the wait for the next allocation, nearly periodic, not Poisson.
+    let periodic = s.sample_interval_ms > 0 && s.sample_rate == 0 && s.burst == 0;
+    let q_at = |a: f64, occ: f64| {
         let free_ahead = (n - occ).max(0.0);
-        machines
-            * bug.rate
-            * (a / w.rate.max(f64::MIN_POSITIVE))
-            * catch_probability(bug, free_ahead, a)
+        match bug.kind {
+            Kind::UseAfterFree { delay_s } | Kind::DoubleFree { delay_s }
+                if periodic && a >= sample_rate_at(occ / n) * (1.0 - 1e-9) =>
+            {
+                not_reused_periodic(
+                    free_ahead,
+                    effective_interval_s(s, occ / n),
+                    w.rate,
+                    delay_s,
+                )
+            }
+            _ => catch_probability(bug, free_ahead, a),
+        }
     };
+    let hazard =
+        |a: f64, occ: f64| machines * bug.rate * (a / w.rate.max(f64::MIN_POSITIVE)) * q_at(a, occ);
 
     let (a0, s0, occ0) = state(0.0);
     let mut k = 0.0f64;
@@ -440,7 +469,7 @@ pub fn predict(
     let cpu = s0 * cost_s * 100.0;
     Prediction {
         p_sample: if w.rate > 0.0 { s0 / w.rate } else { 0.0 },
-        p_catch: catch_probability(bug, n - occ0, a0),
+        p_catch: q_at(a0, occ0),
         samples_per_s: s0,
         fill_s: fill,
         accepted_at_end: last_accept,
@@ -846,6 +875,20 @@ mod tests {
         assert!(close(not_reused(0.0, 2.0, 1.0), (-2f64).exp(), 1e-12));
         // Far out: the normal tail, small.
         assert!(not_reused(100.0, 1.0, 2000.0) < 1e-6);
+        // Under the interval, samples are nearly periodic: 7 slots ahead, 100 ms, 100
+        // allocations/s: safe for 8 intervals (0.8 s); at 0.85 s, P(Poisson(5) <= 7) = 0.8666;
+        // at 1 s, P(Poisson(20) <= 7) = 0.000779.
+        assert_eq!(not_reused_periodic(7.0, 0.1, 100.0, 0.5), 1.0);
+        assert!(close(
+            not_reused_periodic(7.0, 0.1, 100.0, 0.85),
+            0.866_628,
+            1e-4
+        ));
+        assert!(close(
+            not_reused_periodic(7.0, 0.1, 100.0, 1.0),
+            0.000_779,
+            1e-2
+        ));
     }
 
     #[test]
