@@ -157,13 +157,13 @@ fn workload_prometheus(procs: &[(&Snapshot, String)], out: &mut String) {
     metrics::header(
         out,
         "ufence_sampled_lifetime_seconds",
-        "summary",
-        "Lifetimes of the freed sampled objects the slot table describes",
+        "gauge",
+        "Lifetimes of the freed sampled objects the slot table describes, by quantile (1: the longest)",
     );
     let all: Vec<_> = procs.iter().map(|(s, _)| runtime::lifetimes(s)).collect();
     for ((_, labels), l) in procs.iter().zip(&all) {
         let Ok(l) = l else { continue };
-        for q in [0.5, 0.9] {
+        for q in [0.5, 0.9, 1.0] {
             if let Some(v) = runtime::Lifetimes::quantile(&l.freed_ns, q) {
                 let _ = writeln!(
                     out,
@@ -172,17 +172,21 @@ fn workload_prometheus(procs: &[(&Snapshot, String)], out: &mut String) {
                 );
             }
         }
-        let sum: u64 = l.freed_ns.iter().fold(0u64, |a, &b| a.saturating_add(b));
-        let _ = writeln!(
-            out,
-            "ufence_sampled_lifetime_seconds_sum{{{labels}}} {}",
-            sum as f64 / 1e9
-        );
-        let _ = writeln!(
-            out,
-            "ufence_sampled_lifetime_seconds_count{{{labels}}} {}",
-            l.freed_ns.len()
-        );
+    }
+    metrics::header(
+        out,
+        "ufence_sampled_freed_objects",
+        "gauge",
+        "Freed sampled objects the slot table describes",
+    );
+    for ((_, labels), l) in procs.iter().zip(&all) {
+        if let Ok(l) = l {
+            let _ = writeln!(
+                out,
+                "ufence_sampled_freed_objects{{{labels}}} {}",
+                l.freed_ns.len()
+            );
+        }
     }
     metrics::header(
         out,

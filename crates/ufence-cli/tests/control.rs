@@ -1364,10 +1364,7 @@ fn stats_show_allocation_rate_lifetimes_and_time_full() {
         &rt,
         &["stats", &svc.pid.to_string(), "--format", "prometheus"],
     );
-    assert!(
-        prom.contains("ufence_sampled_lifetime_seconds_count{"),
-        "{prom}"
-    );
+    assert!(prom.contains("ufence_sampled_freed_objects{"), "{prom}");
     drop(svc);
 
     // `hoard` leaks one allocation in four: four slots fill with objects that stay, and the

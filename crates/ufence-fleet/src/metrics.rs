@@ -19,7 +19,8 @@ pub fn label_value(s: &str) -> String {
 /// user it runs as and whether it is `live` or `stale` (crashed, killed, exec'd: the file it
 /// left keeps its last counters).
 pub fn process_labels(s: &Snapshot, fleet: bool) -> String {
-    let exe = s.exe();
+    // The recorded path: label_value escapes it (once).
+    let exe = s.exe_raw();
     let base = exe.rsplit('/').next().unwrap_or("");
     let mut l = format!("pid=\"{}\",exe=\"{}\"", s.pid(), label_value(base));
     if fleet {
