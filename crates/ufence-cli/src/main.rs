@@ -5,11 +5,13 @@ mod check;
 mod demo;
 mod exporter;
 mod objects;
+mod plan;
 mod preload;
 mod ps;
 mod run;
 use ufence_fleet::runtime;
 mod set;
+mod simulate;
 mod stats;
 mod symbolize;
 mod top;
@@ -137,6 +139,72 @@ fn cli() -> Command {
                         .required(true),
                 ),
         )
+        .subcommand({
+            let v = |name: &'static str, value: &'static str, help: &'static str| {
+                Arg::new(name)
+                    .long(name)
+                    .value_name(value)
+                    .help(help)
+                    .allow_hyphen_values(true)
+            };
+            Command::new("plan")
+                .about("Recommend sampling settings for a fleet and predict the time to find a bug (docs/fleet-model.md)")
+                .arg(v("machines", "N", "Machines (processes) in the fleet").required(true))
+                .arg(v("rate", "ALLOCS_PER_S", "Allocations per second per process (describes the workload)"))
+                .arg(v("from", "PID", "Measure the workload from this live process (and --apply to it)").conflicts_with("all"))
+                .arg(Arg::new("all").long("all").action(ArgAction::SetTrue).help("Measure the workload from every live process of this host (and --apply to them)"))
+                .arg(v("long-lived", "FRACTION", "Fraction of allocations never freed: 0.1 or 10% [default: 0, or measured]"))
+                .arg(v("lifetime", "DURATION", "Mean lifetime of the other objects [default: 0.01s, or measured]"))
+                .arg(v("long-lived-sites", "K", "Allocation sites of the long-lived objects [default: 4, or measured]"))
+                .arg(v("bug-per-hour", "R", "Executions of the bug path per hour per machine").required(true))
+                .arg(v("kind", "KIND", "uaf, overflow, underflow, double-free [default: uaf]"))
+                .arg(v("bytes", "B", "How far an overflow or underflow reaches, in bytes [default: 1]"))
+                .arg(Arg::new("access").long("access").value_parser(["read", "write"]).help("Access of an overflow or underflow [default: write]"))
+                .arg(v("delay", "DURATION", "Time between the free and the bad access (uaf, double-free) [default: 0]"))
+                .arg(v("object-size", "BYTES", "Size of the bug's object [default: 64]"))
+                .arg(v("align", "BYTES", "Its alignment [default: 16, as malloc]"))
+                .arg(v("within", "DURATION", "Target: 90 % chance of a first detection within this time (90s, 15m, 2h, 7d, 2w) [default: 7d]"))
+                .arg(v("cpu", "PERCENT", "CPU budget per process [default: 1]"))
+                .arg(v("mib", "MIB", "Memory budget per process [default: 16]"))
+                .arg(v("sample-cost-us", "US", "CPU cost of one sampled allocation and its free [default: 30]"))
+                .arg(Arg::new("format").long("format").value_parser(["text", "json"]).default_value("text"))
+                .arg(Arg::new("apply").long("apply").action(ArgAction::SetTrue).help("Set the recommended runtime knobs on the measured live processes (old -> new, as `ufence set`)"))
+        })
+        .subcommand({
+            let v = |name: &'static str, value: &'static str, help: &'static str| {
+                Arg::new(name)
+                    .long(name)
+                    .value_name(value)
+                    .help(help)
+                    .allow_hyphen_values(true)
+            };
+            Command::new("simulate")
+                .about("Simulate a fleet running ufence's sampling decisions; time to first detection and pool occupancy, beside the model's")
+                .arg(v("machines", "N", "Machines (processes)").required(true))
+                .arg(v("rate", "ALLOCS_PER_S", "Allocations per second per process").required(true))
+                .arg(v("long-lived", "FRACTION", "Fraction of allocations never freed: 0.1 or 10% [default: 0]"))
+                .arg(v("lifetime", "DURATION", "Mean lifetime of the others [default: 0.01s]"))
+                .arg(v("long-lived-sites", "K", "Allocation sites of the long-lived objects [default: 4]"))
+                .arg(v("bug-per-hour", "R", "Executions of the bug path per hour per machine [default: 0]"))
+                .arg(v("kind", "KIND", "uaf, overflow, underflow, double-free [default: uaf]"))
+                .arg(v("bytes", "B", "Reach of an overflow or underflow [default: 1]"))
+                .arg(Arg::new("access").long("access").value_parser(["read", "write"]))
+                .arg(v("delay", "DURATION", "Free to bad access (uaf, double-free) [default: 0]"))
+                .arg(v("object-size", "BYTES", "[default: 64]"))
+                .arg(v("align", "BYTES", "[default: 16]"))
+                .arg(v("sample-interval", "MS", "[default: 100]"))
+                .arg(v("sample-rate", "N", "[default: 0]"))
+                .arg(v("num-objects", "N", "[default: 255]"))
+                .arg(v("burst", "N", "[default: 0]"))
+                .arg(v("adaptive", "0|1", "[default: 0]"))
+                .arg(v("adaptive-max", "MS", "[default: 10000]"))
+                .arg(v("skip-covered-thresh", "PERCENT", "[default: 75]"))
+                .arg(v("horizon", "DURATION", "Simulated time [default: 1d]"))
+                .arg(v("seed", "N", "Same seed, same result [default: 1]"))
+                .arg(v("runs", "R", "Simulate R fleets and report the distribution of the fleet's first detection (each fleet stops at its first) [default: 1]"))
+                .arg(v("threads", "N", "Worker threads (the result does not depend on them) [default: all cores]"))
+                .arg(Arg::new("format").long("format").value_parser(["text", "json"]).default_value("text"))
+        })
         .subcommand(
             Command::new("top")
                 .about("Live view of every process under ufence (q quits, s changes the sort)")
@@ -254,6 +322,20 @@ fn cli() -> Command {
 }
 
 fn main() -> ExitCode {
+    // The demo's workload runs under sample_rate=1, where every allocation takes one of the
+    // pool's 255 slots while slots last: it must not start by building the whole command line
+    // (hundreds of allocations that stay), or its planted bugs would find the pool full.
+    let mut args = std::env::args();
+    if args.nth(1).as_deref() == Some(demo::WORKLOAD_VERB) {
+        let bug = args.next().unwrap_or_default();
+        return match demo::workload(&bug) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) => {
+                eprintln!("ufence: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let matches = cli().get_matches();
     if !matches!(matches.subcommand_name(), Some("run")) {
         // A verb whose reader goes away (`ufence objects PID | head -3`) ends as Unix tools
@@ -274,6 +356,8 @@ fn main() -> ExitCode {
         Some(("stats", m)) => stats::main(m),
         Some(("objects", m)) => objects::main(m),
         Some(("set", m)) => set::main(m),
+        Some(("plan", m)) => plan::main(m),
+        Some(("simulate", m)) => simulate::main(m),
         Some(("top", m)) => top::main(m),
         Some(("symbolize", m)) => {
             let files: Vec<String> = m.get_many::<String>("reports").unwrap().cloned().collect();

@@ -2,7 +2,7 @@
 //! control block, as `echo 500 > /sys/module/kfence/parameters/sample_interval` does for
 //! KFENCE. Every pair is validated against the option table before anything is written.
 
-use crate::runtime;
+use crate::runtime::{self, Snapshot};
 use clap::ArgMatches;
 use ufence_core::control::Block;
 use ufence_core::options::{Options, SPECS};
@@ -13,10 +13,22 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
         .get_many::<String>("settings")
         .expect("required")
         .collect();
-    // Validate everything first: a bad pair means nothing is written.
+    let (wanted, keys) = validate(pairs.iter().map(|p| p.as_str()))?;
+    let snap = runtime::for_pid(pid)?;
+    for line in apply(&snap, &wanted, &keys)? {
+        println!("{line}");
+    }
+    Ok(0)
+}
+
+/// Checks `KEY=VALUE` pairs against the option table: the options they make and their keys,
+/// or a one-line error naming the first bad pair (then nothing may be written).
+pub fn validate<'a>(
+    pairs: impl Iterator<Item = &'a str>,
+) -> Result<(Options, Vec<&'static str>), String> {
     let mut wanted = Options::DEFAULT;
     let mut keys = Vec::new();
-    for pair in &pairs {
+    for pair in pairs {
         let (key, value) = pair
             .split_once('=')
             .ok_or_else(|| format!("'{pair}' is not KEY=VALUE"))?;
@@ -41,7 +53,13 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
         let _ = wanted.sample_sizes.write_beyond(largest, &mut why);
         eprintln!("ufence: warning: {why}");
     }
-    let snap = runtime::for_pid(pid)?;
+    Ok((wanted, keys))
+}
+
+/// Writes the options `keys` of `wanted` into the live process of `snap`; returns one
+/// `pid P: KEY OLD -> NEW` line per key. The one place a knob is changed from outside
+/// (`ufence set`, `ufence plan --apply`).
+pub fn apply(snap: &Snapshot, wanted: &Options, keys: &[&str]) -> Result<Vec<String>, String> {
     if !snap.live() {
         return Err(format!(
             "process {} is {}: nothing to change",
@@ -60,17 +78,18 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
     // and are only touched through atomic operations here, as the process itself does.
     let live: &Block = unsafe { &*map.cast::<Block>() };
     let old = live.knobs.read_into(&Options::DEFAULT);
-    for key in &keys {
-        live.knobs.apply(key, &wanted);
+    for key in keys {
+        live.knobs.apply(key, wanted);
     }
     let new = live.knobs.read_into(&Options::DEFAULT);
+    let mut lines = Vec::new();
     for key in keys {
         let (mut before, mut after) = (String::new(), String::new());
         old.write_value(key, &mut before);
         new.write_value(key, &mut after);
-        println!("pid {}: {key} {before} -> {after}", snap.pid());
+        lines.push(format!("pid {}: {key} {before} -> {after}", snap.pid()));
     }
     // SAFETY: the mapping made above, no longer used.
     unsafe { ufence_core::sys::unmap(map, len) };
-    Ok(0)
+    Ok(lines)
 }

@@ -57,7 +57,9 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
                 .iter()
                 .map(|s| (s, metrics::process_labels(s, false)))
                 .collect();
-            metrics::processes(&labelled)
+            let mut out = metrics::processes(&labelled);
+            workload_prometheus(&labelled, &mut out);
+            out
         }
         other => {
             return Err(format!(
@@ -76,8 +78,150 @@ fn kfence(snaps: &[Snapshot], all: bool) -> String {
             let _ = writeln!(out, "# pid {} ({})", s.pid(), s.exe());
         }
         let _ = s.stats().write_kfence(&mut out);
+        let w = s.workload();
+        let _ = writeln!(out, "allocations seen: {}", w.allocations_seen);
+        let _ = writeln!(out, "allocation rate (/s): {:.1}", w.rate_per_s);
+        let _ = writeln!(
+            out,
+            "time pool full (s): {:.1}{}",
+            w.full_s,
+            if w.full_now { " (full now)" } else { "" }
+        );
+        match runtime::lifetimes(s) {
+            Ok(l) => {
+                let _ = writeln!(out, "sampled lifetimes (freed): {}", summary(&l.freed_ns));
+                let _ = writeln!(out, "sampled ages (alive): {}", summary(&l.alive_ns));
+            }
+            Err(e) => {
+                let _ = writeln!(out, "sampled lifetimes: unreadable ({e})");
+            }
+        }
     }
     out
+}
+
+/// `N objects, p50 X s, p90 Y s, max Z s` (or `0 objects`).
+fn summary(v: &[u64]) -> String {
+    let q = |p| runtime::Lifetimes::quantile(v, p).unwrap_or(0) as f64 / 1e9;
+    if v.is_empty() {
+        return "0 objects".to_string();
+    }
+    format!(
+        "{} objects, p50 {} s, p90 {} s, max {} s",
+        v.len(),
+        secs(q(0.5)),
+        secs(q(0.9)),
+        secs(q(1.0))
+    )
+}
+
+/// Seconds with a precision that suits their size.
+fn secs(s: f64) -> String {
+    if s < 0.01 {
+        format!("{s:.6}")
+    } else {
+        format!("{s:.3}")
+    }
+}
+
+fn lifetimes_json(v: &[u64]) -> Value {
+    let q = |p| runtime::Lifetimes::quantile(v, p).map(|n| n as f64 / 1e9);
+    json!({"count": v.len(), "p50_seconds": q(0.5), "p90_seconds": q(0.9), "max_seconds": q(1.0)})
+}
+
+/// The workload families of `stats --format prometheus` (not the exporter's: they read the
+/// slot table, which a scrape of every process leaves alone).
+fn workload_prometheus(procs: &[(&Snapshot, String)], out: &mut String) {
+    metrics::header(
+        out,
+        "ufence_allocations_seen_total",
+        "counter",
+        "Allocations the sampler has seen (estimate)",
+    );
+    for (s, labels) in procs {
+        let _ = writeln!(
+            out,
+            "ufence_allocations_seen_total{{{labels}}} {}",
+            s.workload().allocations_seen
+        );
+    }
+    metrics::header(
+        out,
+        "ufence_pool_full_seconds_total",
+        "counter",
+        "Time the pool spent full (samples refused for capacity)",
+    );
+    for (s, labels) in procs {
+        let _ = writeln!(
+            out,
+            "ufence_pool_full_seconds_total{{{labels}}} {}",
+            s.workload().full_s
+        );
+    }
+    metrics::header(
+        out,
+        "ufence_sampled_lifetime_seconds",
+        "gauge",
+        "Lifetimes of the freed sampled objects the slot table describes, by quantile (1: the longest)",
+    );
+    let all: Vec<_> = procs.iter().map(|(s, _)| runtime::lifetimes(s)).collect();
+    for ((_, labels), l) in procs.iter().zip(&all) {
+        let Ok(l) = l else { continue };
+        for q in [0.5, 0.9, 1.0] {
+            if let Some(v) = runtime::Lifetimes::quantile(&l.freed_ns, q) {
+                let _ = writeln!(
+                    out,
+                    "ufence_sampled_lifetime_seconds{{{labels},quantile=\"{q}\"}} {}",
+                    v as f64 / 1e9
+                );
+            }
+        }
+    }
+    metrics::header(
+        out,
+        "ufence_sampled_freed_objects",
+        "gauge",
+        "Freed sampled objects the slot table describes",
+    );
+    for ((_, labels), l) in procs.iter().zip(&all) {
+        if let Ok(l) = l {
+            let _ = writeln!(
+                out,
+                "ufence_sampled_freed_objects{{{labels}}} {}",
+                l.freed_ns.len()
+            );
+        }
+    }
+    metrics::header(
+        out,
+        "ufence_sampled_alive_objects",
+        "gauge",
+        "Sampled objects still allocated",
+    );
+    for ((_, labels), l) in procs.iter().zip(&all) {
+        if let Ok(l) = l {
+            let _ = writeln!(
+                out,
+                "ufence_sampled_alive_objects{{{labels}}} {}",
+                l.alive_ns.len()
+            );
+        }
+    }
+    metrics::header(
+        out,
+        "ufence_sampled_alive_age_max_seconds",
+        "gauge",
+        "Age of the oldest sampled object still allocated",
+    );
+    for ((_, labels), l) in procs.iter().zip(&all) {
+        if let Ok(l) = l {
+            let age = l.alive_ns.last().copied().unwrap_or(0) as f64 / 1e9;
+            let _ = writeln!(
+                out,
+                "ufence_sampled_alive_age_max_seconds{{{labels}}} {age}"
+            );
+        }
+    }
 }
 
 /// A counter's KFENCE name as a JSON key: `skipped allocations (covered)` →
@@ -108,7 +252,21 @@ pub fn to_json(s: &Snapshot) -> Value {
         settings.insert(spec.name.to_string(), json!(v));
     }
     let h = s.header();
+    let w = s.workload();
+    let lifetimes = match runtime::lifetimes(s) {
+        Ok(l) => {
+            json!({"freed": lifetimes_json(&l.freed_ns), "alive": lifetimes_json(&l.alive_ns), "unread_slots": l.unread})
+        }
+        Err(e) => json!({"error": e}),
+    };
     json!({
+        "workload": {
+            "allocations_seen": w.allocations_seen,
+            "allocation_rate_per_second": w.rate_per_s,
+            "pool_full_seconds": w.full_s,
+            "pool_full_now": w.full_now,
+            "sampled_lifetimes": lifetimes,
+        },
         "pid": s.pid(),
         "exe": s.exe_raw(),
         "cmdline": s.cmdline_raw(),

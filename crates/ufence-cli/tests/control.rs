@@ -869,6 +869,7 @@ fn hostile_and_foreign_files_are_refused() {
     // A real block to damage.
     let svc = start(&rt, "num_objects=4", "run");
     let real = std::fs::read(rt.join(format!("{}.ufence", svc.pid))).unwrap();
+    let real_pid = svc.pid;
     drop(svc);
     let put = |pid: u32, bytes: &[u8]| {
         let p = rt.join(format!("{pid}.ufence"));
@@ -885,13 +886,21 @@ fn hostile_and_foreign_files_are_refused() {
     n[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     put(4000004, &n);
     put(4000005, &[]);
+    // A block written by the ufence before the workload figures (version 1).
+    let mut v1 = real.clone();
+    v1[std::mem::offset_of!(ufence_core::control::Header, version)] = 1;
+    put(4000008, &v1);
     std::os::unix::fs::symlink(rt.join("4000003.ufence"), rt.join("4000006.ufence")).unwrap();
     for (pid, want) in [
         (4000001, "not a ufence control block (bad magic)"),
         (4000002, "truncated (3000 bytes"),
         (
             4000003,
-            "control block version 99, this ufence reads version 1",
+            "control block version 99, this ufence reads version 2",
+        ),
+        (
+            4000008,
+            "control block version 1, this ufence reads version 2",
         ),
         (4000004, "damaged control block (slot table)"),
         (4000005, "not a ufence control block (bad magic)"),
@@ -910,7 +919,19 @@ fn hostile_and_foreign_files_are_refused() {
         assert_eq!(fails(&rt, &["objects", &p]), err);
     }
     let all = ok(&rt, &["ps", "--all"]);
-    assert_eq!(all.matches("unreadable").count(), 6, "{all}");
+    assert_eq!(all.matches("unreadable").count(), 7, "{all}");
+
+    // Workload figures of any value (a hostile writer) are shown, clamped, never a panic.
+    let mut w = real.clone();
+    let at = std::mem::offset_of!(ufence_core::control::Block, workload);
+    let wl = std::mem::size_of::<ufence_core::control::Workload>();
+    w[at..at + wl].fill(0xff);
+    put(real_pid, &w);
+    let out = ok(&rt, &["stats", &real_pid.to_string()]);
+    assert!(
+        out.contains(&format!("allocations seen: {}\n", u64::MAX)) && out.contains("(full now)"),
+        "{out}"
+    );
 
     // Another user's file (only root can make one).
     // SAFETY: geteuid cannot fail.
@@ -1363,4 +1384,324 @@ fn a_crash_loop_leaves_a_bounded_number_of_stale_files() {
         stale.len(),
         "{all}"
     );
+}
+
+#[test]
+fn stats_show_allocation_rate_lifetimes_and_time_full() {
+    let rt = runtime_dir("workload");
+    // `slow` allocates and frees one object about every 5 ms (at most 200 a second); every
+    // allocation is sampled, so the slot table holds freed objects that lived microseconds.
+    let svc = start(&rt, "sample_rate=1:max_overhead=0:num_objects=8", "slow");
+    std::thread::sleep(Duration::from_millis(2500));
+    let v: serde_json::Value = serde_json::from_str(&ok(
+        &rt,
+        &["stats", &svc.pid.to_string(), "--format", "json"],
+    ))
+    .unwrap();
+    let w = &v["workload"];
+    let rate = w["allocation_rate_per_second"].as_f64().unwrap();
+    assert!((60.0..=205.0).contains(&rate), "rate {rate}: {w}");
+    assert_eq!(w["pool_full_seconds"], 0.0, "{w}");
+    // Every slot described: freed ones (the loop's objects, which live microseconds) and at
+    // most one alive since start (stdio's buffer).
+    let (freed, alive) = (
+        &w["sampled_lifetimes"]["freed"],
+        &w["sampled_lifetimes"]["alive"],
+    );
+    assert_eq!(
+        freed["count"].as_u64().unwrap() + alive["count"].as_u64().unwrap(),
+        8,
+        "{w}"
+    );
+    assert!(alive["count"].as_u64().unwrap() <= 1, "{w}");
+    assert!(freed["p50_seconds"].as_f64().unwrap() < 0.004, "{w}");
+    let text = ok(&rt, &["stats", &svc.pid.to_string()]);
+    assert!(text.contains("sampled lifetimes (freed): "), "{text}");
+    let prom = ok(
+        &rt,
+        &["stats", &svc.pid.to_string(), "--format", "prometheus"],
+    );
+    assert!(prom.contains("ufence_sampled_freed_objects{"), "{prom}");
+    drop(svc);
+
+    // `hoard` leaks one allocation in four: four slots fill with objects that stay, and the
+    // pool is full for most of the run.
+    let svc = start(&rt, "sample_rate=1:max_overhead=0:num_objects=4", "hoard");
+    std::thread::sleep(Duration::from_millis(1500));
+    let text = ok(&rt, &["stats", &svc.pid.to_string()]);
+    let full: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("time pool full (s): "))
+        .and_then(|l| l.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(full >= 1.0 && text.contains("(full now)"), "{text}");
+    assert!(
+        text.contains("sampled ages (alive): 4 objects, p50 "),
+        "{text}"
+    );
+    let prom = ok(
+        &rt,
+        &["stats", &svc.pid.to_string(), "--format", "prometheus"],
+    );
+    assert!(prom.contains("ufence_pool_full_seconds_total{"), "{prom}");
+    assert!(prom.contains("ufence_sampled_alive_objects{"), "{prom}");
+}
+
+/// The runtime knobs as `stats --format json` shows them.
+fn settings(rt: &Path, pid: u32) -> serde_json::Map<String, serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(rt, &["stats", &pid.to_string(), "--format", "json"])).unwrap();
+    v["settings"].as_object().unwrap().clone()
+}
+
+#[test]
+fn plan_apply_changes_exactly_the_knobs_it_prints() {
+    let rt = runtime_dir("plan-apply");
+    let svc = start(
+        &rt,
+        "sample_interval=1000:burst=2:max_overhead=7:adaptive_max=5000",
+        "run",
+    );
+    let pid = svc.pid.to_string();
+    let before = settings(&rt, svc.pid);
+    // 1000 machines, 1000 allocations/s, a bug path once an hour, 90 % within a day:
+    // sample_interval = (3600 * 86400 * 1000 / ln 10 / 86400 / 1000 ... ) = 10422 ms (the
+    // model's test `recommendation_meets_the_target_or_says_why`).
+    let out = ok(
+        &rt,
+        &[
+            "plan",
+            "--machines",
+            "1000",
+            "--rate",
+            "1000",
+            "--bug-per-hour",
+            "1",
+            "--within",
+            "1d",
+            "--from",
+            &pid,
+            "--apply",
+        ],
+    );
+    let applied: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with(&format!("pid {pid}: ")))
+        .collect();
+    assert_eq!(
+        applied,
+        [
+            format!("pid {pid}: sample_interval 1000 -> 10422"),
+            format!("pid {pid}: sample_rate 0 -> 0"),
+            format!("pid {pid}: adaptive 0 -> 0"),
+            format!("pid {pid}: skip_covered_thresh 75 -> 75"),
+        ],
+        "{out}"
+    );
+    assert!(out.contains("recommended: sample_interval=10422 "), "{out}");
+    let after = settings(&rt, svc.pid);
+    for (k, v) in &before {
+        let printed = applied.iter().any(|l| l.contains(&format!(": {k} ")));
+        if printed {
+            let line = applied
+                .iter()
+                .find(|l| l.contains(&format!(": {k} ")))
+                .unwrap();
+            let new = line.rsplit(" -> ").next().unwrap();
+            assert_eq!(after[k], serde_json::json!(new), "{k}");
+        } else {
+            assert_eq!(&after[k], v, "{k} changed but was not printed");
+        }
+    }
+    assert_eq!(after["burst"], "2");
+    assert_eq!(after["max_overhead"], "7");
+
+    // Measuring needs 10 s of the process's life: a young one is refused in words.
+    let err = fails(
+        &rt,
+        &[
+            "plan",
+            "--machines",
+            "10",
+            "--bug-per-hour",
+            "1",
+            "--from",
+            &pid,
+        ],
+    );
+    assert!(err.contains("too little to measure"), "{err}");
+    // A process that is gone: one line.
+    let err = fails(
+        &rt,
+        &[
+            "plan",
+            "--machines",
+            "10",
+            "--bug-per-hour",
+            "1",
+            "--from",
+            "999999999",
+        ],
+    );
+    assert!(err.contains("no process 999999999"), "{err}");
+}
+
+#[test]
+fn plan_reports_the_model_and_refuses_bad_input() {
+    let rt = runtime_dir("plan");
+    let v: serde_json::Value = serde_json::from_str(&ok(
+        &rt,
+        &[
+            "plan",
+            "--machines",
+            "1000",
+            "--rate",
+            "1000",
+            "--bug-per-hour",
+            "1",
+            "--within",
+            "1d",
+            "--format",
+            "json",
+        ],
+    ))
+    .unwrap();
+    // In force (defaults, 100 ms): p = 1/101, fleet hazard 1000/3600/101 per second:
+    // median ln 2 * 3600 * 101 / 1000 = 252.03 s.
+    let now = &v["current"]["prediction"];
+    let median = now["median_seconds"].as_f64().unwrap();
+    assert!((median - 252.03).abs() < 0.3, "{now}");
+    assert_eq!(v["recommended"]["settings"]["sample_interval"], 10422);
+    assert_eq!(v["current"]["settings"]["sample_interval"], 100);
+    for (args, want) in [
+        (&["--machines", "-5"][..], "at least 1 machine (got -5)"),
+        (&["--machines", "ten"], "--machines: 'ten' is not a number"),
+        (&["--machines", "5", "--within", "3x"], "unknown unit 'x'"),
+        (
+            &["--machines", "5", "--long-lived", "150%"],
+            "long-lived fraction must be within 0..1",
+        ),
+        (
+            &["--machines", "5", "--bug-per-hour", "1e9"],
+            "cannot allocate more often",
+        ),
+        (
+            &["--machines", "5", "--bug-per-hour", "0"],
+            "--bug-per-hour must be > 0",
+        ),
+        (
+            &[
+                "--machines",
+                "5",
+                "--kind",
+                "overflow",
+                "--object-size",
+                "73",
+                "--bytes",
+                "3",
+                "--access",
+                "read",
+            ],
+            "never caught",
+        ),
+        (
+            &["--machines", "5", "--apply"],
+            "--apply needs live processes",
+        ),
+    ] {
+        let mut all = vec!["plan", "--rate", "1000"];
+        if !args.contains(&"--bug-per-hour") {
+            all.extend(["--bug-per-hour", "1"]);
+        }
+        all.extend(args);
+        let err = fails(&rt, &all);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // The settings in force that starve are named: 1 allocation in 10 never freed, many sites.
+    let out = ok(
+        &rt,
+        &[
+            "plan",
+            "--machines",
+            "100",
+            "--rate",
+            "100",
+            "--long-lived",
+            "10%",
+            "--long-lived-sites",
+            "1000",
+            "--bug-per-hour",
+            "1",
+            "--within",
+            "7d",
+        ],
+    );
+    assert!(
+        out.contains("warning: the settings in force fill the pool after")
+            && out.contains("starved"),
+        "{out}"
+    );
+}
+
+#[test]
+fn simulate_same_seed_same_result_and_bad_input_in_one_line() {
+    let rt = runtime_dir("simulate");
+    let sim = |extra: &[&str]| {
+        let mut args = vec![
+            "simulate",
+            "--machines",
+            "20",
+            "--rate",
+            "100",
+            "--long-lived",
+            "5%",
+            "--bug-per-hour",
+            "60",
+            "--horizon",
+            "15m",
+            "--format",
+            "json",
+        ];
+        args.extend(extra);
+        let mut v: serde_json::Value = serde_json::from_str(&ok(&rt, &args)).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("wall_seconds");
+        o.remove("threads");
+        v
+    };
+    let a = sim(&["--seed", "3", "--threads", "1"]);
+    assert_eq!(a, sim(&["--seed", "3", "--threads", "2"]));
+    assert_ne!(a, sim(&["--seed", "4"]));
+    // 100 ms and 100 allocations/s: 9.09 samples/s, 5 % staying, from 4 sites: past 75 %
+    // (191 of 255 slots) covered sites are skipped, so every pool holds at 192 by 10 min.
+    let occ = a["occupancy"].as_array().unwrap();
+    assert_eq!(
+        occ.last().unwrap()["mean_occupied"]
+            .as_f64()
+            .unwrap()
+            .round(),
+        192.0,
+        "{a}"
+    );
+    assert_eq!(a["refused_full"], 0, "{a}");
+    for (args, want) in [
+        (&["--machines", "0"][..], "whole number of machines"),
+        (
+            &["--machines", "5", "--seed", "x"],
+            "--seed: 'x' is not a number",
+        ),
+        (
+            &["--machines", "5", "--horizon", "-1h"],
+            "a duration must be > 0",
+        ),
+        (
+            &["--machines", "5", "--num-objects", "0"],
+            "num_objects must be at least 1",
+        ),
+    ] {
+        let mut all = vec!["simulate", "--rate", "100"];
+        all.extend(args);
+        let err = fails(&rt, &all);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }

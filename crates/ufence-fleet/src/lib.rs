@@ -4,7 +4,9 @@
 
 pub mod exporter;
 pub mod metrics;
+pub mod plan;
 pub mod report;
 pub mod runtime;
+pub mod simulate;
 pub mod time;
 pub mod triage;

@@ -541,3 +541,102 @@ pub fn for_pid(pid: &str) -> Result<Snapshot, String> {
         )),
     }
 }
+
+/// What a process published about its workload (see `ufence::control::Workload`), as rates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Workload {
+    /// Allocations the sampler has seen (an estimate: see the block's doc).
+    pub allocations_seen: u64,
+    /// Seconds since ufence started in the process.
+    pub uptime_s: f64,
+    /// `allocations_seen / uptime_s`; 0 before the first second.
+    pub rate_per_s: f64,
+    /// Seconds the pool spent full, the current full period included.
+    pub full_s: f64,
+    /// Whether the pool is full now (its last sample found no free slot).
+    pub full_now: bool,
+}
+
+impl Snapshot {
+    /// The workload figures of the block, as of now. A damaged or hostile block can make them
+    /// wrong, never make this fail: times are clamped to the process's uptime.
+    pub fn workload(&self) -> Workload {
+        use std::sync::atomic::Ordering::Relaxed;
+        let w = &self.block.workload;
+        let up = self.uptime_ns();
+        let seen = w.allocations_seen.load(Relaxed);
+        let since = w.full_since_ns.load(Relaxed);
+        let open = if since != 0 {
+            up.saturating_sub(since)
+        } else {
+            0
+        };
+        let full = w.full_ns.load(Relaxed).saturating_add(open).min(up);
+        let uptime_s = up as f64 / 1e9;
+        Workload {
+            allocations_seen: seen,
+            uptime_s,
+            rate_per_s: if uptime_s >= 1.0 {
+                seen as f64 / uptime_s
+            } else {
+                0.0
+            },
+            full_s: full as f64 / 1e9,
+            full_now: since != 0,
+        }
+    }
+}
+
+/// The lifetimes of the sampled objects the slot table still describes: one per slot that has
+/// ever held an object (its last object; a slot's earlier objects are not kept).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Lifetimes {
+    /// Objects freed: how long each stayed allocated, in ns, sorted.
+    pub freed_ns: Vec<u64>,
+    /// Objects still allocated: their age now, in ns, sorted (a lower bound of their lifetime).
+    pub alive_ns: Vec<u64>,
+    /// Slots that could not be read consistently (they kept changing) and are left out.
+    pub unread: usize,
+    /// Allocation sites of the objects still allocated (their site hashes), sorted, repeated.
+    pub alive_sites: Vec<u64>,
+}
+
+impl Lifetimes {
+    /// The `q` quantile (0..=1) of `v` by nearest rank; None when empty.
+    pub fn quantile(v: &[u64], q: f64) -> Option<u64> {
+        if v.is_empty() {
+            return None;
+        }
+        let rank = (q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize;
+        Some(v[rank.clamp(1, v.len()) - 1])
+    }
+}
+
+/// Reads the slot table of `snap`'s file and returns the lifetimes it describes.
+pub fn lifetimes(snap: &Snapshot) -> Result<Lifetimes, String> {
+    let f = open(&snap.path, false)?;
+    let (block, _) = read_block(&f, &snap.path)?;
+    let h = &block.header;
+    let now = snap.uptime_ns();
+    let mut out = Lifetimes::default();
+    for i in 0..h.nslots as usize {
+        let Some(s) = read_slot(&f, h, i) else {
+            out.unread += 1;
+            continue;
+        };
+        match s.state.load(std::sync::atomic::Ordering::Relaxed) {
+            control::FREED => out
+                .freed_ns
+                .push(s.free.time_ns.saturating_sub(s.alloc.time_ns)),
+            control::ALLOCATED | control::FREEING => {
+                out.alive_ns.push(now.saturating_sub(s.alloc.time_ns));
+                out.alive_sites.push(s.site);
+            }
+            _ => {}
+        }
+    }
+    out.freed_ns.sort_unstable();
+    out.alive_ns.sort_unstable();
+    out.alive_sites.sort_unstable();
+    Ok(out)
+}

@@ -41,8 +41,8 @@ pub use crate::stats::Counters;
 
 /// `ufence-1` in the first word of every control block.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"UFENCE\x00\x01");
-/// Bumped whenever the layout below changes.
-pub const VERSION: u32 = 1;
+/// Bumped whenever the layout below changes (2: [`Workload`] added).
+pub const VERSION: u32 = 2;
 
 /// `Header::state` while the process runs (or after it crashed).
 pub const RUNNING: u32 = 1;
@@ -98,6 +98,7 @@ pub struct Block {
     pub knobs: Knobs,
     pub counters: Counters,
     pub check: CheckRequest,
+    pub workload: Workload,
 }
 
 /// A canary check of every live object, asked for from outside (`ufence objects PID --check`):
@@ -110,6 +111,48 @@ pub struct CheckRequest {
     pub done: AtomicU64,
     /// Damaged live objects found by the check that `done` names.
     pub found: AtomicU64,
+}
+
+/// What the process tells about its workload, for `ufence stats` and `ufence plan`. Written
+/// from the sampling slow path only (never the fast path), with relaxed atomics.
+#[repr(C)]
+pub struct Workload {
+    /// Allocations seen by the sampler: the countdown consumed at each replan, summed over
+    /// threads. An estimate: a thread's allocations since its last slow path are not in yet, and
+    /// those ufence makes itself are never counted.
+    pub allocations_seen: AtomicU64,
+    /// Time the pool spent full, in ns, over the periods that have ended: from the first sample
+    /// refused for capacity to the next sample that found a free slot.
+    pub full_ns: AtomicU64,
+    /// When the current full period began, in ns since ufence started (at least 1); 0 while
+    /// the pool is not full.
+    pub full_since_ns: AtomicU64,
+}
+
+/// Adds `n` allocations to [`Workload::allocations_seen`] (the sampler's replan).
+pub fn note_allocations(n: u64) {
+    if let Some(b) = block() {
+        b.workload.allocations_seen.fetch_add(n, Relaxed);
+    }
+}
+
+/// A sample found the pool full (`full`) or took a slot: opens or closes a full period.
+pub fn note_pool_full(full: bool) {
+    let Some(b) = block() else { return };
+    let w = &b.workload;
+    let since = w.full_since_ns.load(Relaxed);
+    if full && since == 0 {
+        let now = crate::since_start_ns().max(1);
+        let _ = w.full_since_ns.compare_exchange(0, now, Relaxed, Relaxed);
+    } else if !full
+        && since != 0
+        && w.full_since_ns
+            .compare_exchange(since, 0, Relaxed, Relaxed)
+            .is_ok()
+    {
+        let now = crate::since_start_ns();
+        w.full_ns.fetch_add(now.saturating_sub(since), Relaxed);
+    }
 }
 
 impl Block {

@@ -59,11 +59,25 @@ impl Covered {
         }
     }
 
+    /// Forgets every site (the fleet simulator reuses one filter for many machines).
+    pub fn clear(&self) {
+        for i in 0..=self.mask {
+            self.counter(i).store(0, Relaxed);
+        }
+    }
+
     pub fn contains(&self, h: u64) -> bool {
         Self::indices(h)
             .iter()
             .all(|&i| self.counter(i).load(Relaxed) > 0)
     }
+}
+
+/// Whether a sample from a site is given up as covered: the pool is fuller than `thresh`
+/// percent (`occupancy` is per mille), this is not test mode (`sample_rate=1`), and the site
+/// already has an object in the pool (`in_pool`, asked last: it reads the filter).
+pub fn skips(thresh: u64, occupancy: u64, test_mode: bool, in_pool: impl FnOnce() -> bool) -> bool {
+    !test_mode && thresh < 100 && occupancy > thresh * 10 && in_pool()
 }
 
 /// The site of an allocation: a hash of its top frames.

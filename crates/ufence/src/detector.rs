@@ -294,10 +294,7 @@ pub fn alloc_slow(size: usize, align: usize, routine: u8, defaults: &Options) ->
     };
     // The share of the request's class in use, per mille.
     let occupancy = match (pool(), class) {
-        (Some(p), Some(c)) => {
-            let n = p.class_slots(c).max(1);
-            (1000 - p.free_slots(c) * 1000 / n) as u64
-        }
+        (Some(p), Some(c)) => sampler::occupancy_permille(p.free_slots(c), p.class_slots(c)),
         _ => 0,
     };
     let mut p = core::ptr::null_mut();
@@ -308,8 +305,10 @@ pub fn alloc_slow(size: usize, align: usize, routine: u8, defaults: &Options) ->
                 // A pool full of long-lived objects stays full until some are freed: look
                 // again a little later rather than on every allocation.
                 Counters::bump(&counters().skipped_capacity);
+                control::note_pool_full(true);
                 sampler::pause(64);
             } else if within_budget(t0) {
+                control::note_pool_full(false);
                 p = sampled_alloc(pool, class, size, align.max(1), routine, occupancy, timed);
                 counters().pool_ns.fetch_add(sys::now_ns() - t0, Relaxed);
             } else {
@@ -342,7 +341,7 @@ fn sampled_alloc(
     // Test mode (sample_rate=1) samples every allocation while slots last: no covered skips.
     let thresh = sampler::knobs().skip_covered_thresh.load(Relaxed);
     let test_mode = !timed && sampler::knobs().rate.load(Relaxed) == 1;
-    if !test_mode && thresh < 100 && occupancy > thresh * 10 && pool.covered.contains(site) {
+    if covered::skips(thresh, occupancy, test_mode, || pool.covered.contains(site)) {
         Counters::bump(&counters().skipped_covered);
         return core::ptr::null_mut();
     }

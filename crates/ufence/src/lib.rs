@@ -44,6 +44,14 @@ pub use stats::Stats;
 
 pub(crate) use detector::since_start_ns;
 
+/// The sampling decisions as pure functions of their inputs, for the fleet simulator
+/// (`ufence-fleet`'s `simulate`): the live sampler and pool call these same functions.
+pub mod decisions {
+    pub use crate::covered::{site_hash, skips as skips_covered, Covered};
+    pub use crate::pool::{object_offset, shuffled_order};
+    pub use crate::sampler::{first_deadline, geometric, occupancy_permille, Knobs};
+}
+
 /// The fast-path sampling check: true (rarely) when the allocation must go to [`alloc_slow`].
 #[inline(always)]
 pub fn sample_tick() -> bool {

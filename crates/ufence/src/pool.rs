@@ -170,6 +170,36 @@ pub enum Place {
     },
 }
 
+/// The pool's initial order of slots: `0..order.len()` shuffled by `seed` (Fisher-Yates on
+/// xorshift), so that the first objects of a fleet's processes do not all land in the same
+/// slots.
+pub fn shuffled_order(seed: u64, order: &mut [u32]) {
+    for (i, o) in order.iter_mut().enumerate() {
+        *o = i as u32;
+    }
+    let mut r = seed | 1;
+    for i in (1..order.len()).rev() {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        let j = (r % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+}
+
+/// Where an object of `size` bytes aligned to `align` starts on its page of `page` bytes: at
+/// the page's start when left-placed; when right-placed, ending at the page's end, rounded
+/// down to its alignment (so up to `align - 1` bytes of slack can follow it). The placement of
+/// every sampled object, and the fleet model's (`ufence-fleet`'s `plan`).
+#[inline]
+pub fn object_offset(page: usize, size: usize, align: usize, right: bool) -> usize {
+    if right {
+        (page - size) & !(align - 1)
+    } else {
+        0
+    }
+}
+
 /// The byte expected at `addr` in the unused part of an object's page.
 #[inline]
 pub fn canary_byte(addr: usize) -> u8 {
@@ -195,19 +225,12 @@ impl Ring {
     /// # Safety
     /// `fifo` must point at `cap` writable u32s that nothing else uses.
     unsafe fn new(fifo: *mut u32, first: usize, cap: usize, seed: u64) -> Ring {
-        // SAFETY: the caller's promise: cap writable u32s.
-        unsafe {
-            for i in 0..cap {
-                *fifo.add(i) = (first + i) as u32;
-            }
-            let mut r = seed | 1;
-            for i in (1..cap).rev() {
-                r ^= r << 13;
-                r ^= r >> 7;
-                r ^= r << 17;
-                let j = (r % (i as u64 + 1)) as usize;
-                core::ptr::swap(fifo.add(i), fifo.add(j));
-            }
+        // SAFETY: the caller's promise: cap writable u32s that nothing else uses.
+        let order = unsafe { core::slice::from_raw_parts_mut(fifo, cap) };
+        // The same shuffle as the fleet simulator's (`shuffled_order`), offset to this class.
+        shuffled_order(seed, order);
+        for o in order.iter_mut() {
+            *o += first as u32;
         }
         Ring {
             fifo,

@@ -285,17 +285,57 @@ impl Knobs {
         ((base as f64) * crate::math::pow(ratio, x)) as u64
     }
 
+    /// The deadline in force at `now` for one that was set to `due`: with `adaptive`, a
+    /// deadline set while the pool was fuller is brought in to what the interval is now
+    /// (`occupancy` per mille), rather than waiting out an interval chosen for a full pool.
+    pub fn due_at(&self, interval: u64, due: u64, now: u64, occupancy_permille: u64) -> u64 {
+        if self.adaptive.load(Relaxed) && due > now {
+            let sooner = now.saturating_add(self.effective_interval(interval, occupancy_permille));
+            if sooner < due {
+                return sooner;
+            }
+        }
+        due
+    }
+
     /// Changes the interval; a shorter interval takes effect at once.
     pub fn set_interval_ms(&self, ms: u64, seed: u64) {
         let ns = ms.saturating_mul(1_000_000);
         self.interval_ns.store(ns, Relaxed);
         self.current_ns.store(ns, Relaxed);
         if ns > 0 {
-            let due = sys::now_ns() + seed % ns;
-            self.deadline.fetch_min(due, Relaxed);
+            self.deadline
+                .fetch_min(first_deadline(sys::now_ns(), seed, ns), Relaxed);
         }
     }
 }
+
+/// The first deadline of an interval of `ns` set at `now`: random within the interval (from
+/// `seed`), so that the machines of a fleet sample different allocations.
+pub fn first_deadline(now: u64, seed: u64, ns: u64) -> u64 {
+    now + seed % ns.max(1)
+}
+
+/// The pool's occupancy per mille with `free` of `n` slots free, as the sampler sees it.
+pub fn occupancy_permille(free: usize, n: usize) -> u64 {
+    (1000 - free * 1000 / n.max(1)) as u64
+}
+
+/// Allocations until the next count-based sample, from 64 random bits: geometric with mean
+/// `rate` (at least 1), so each allocation is sampled with probability 1/rate.
+pub fn geometric(random: u64, rate: u64) -> i64 {
+    if rate <= 1 {
+        return 1;
+    }
+    let u = ((random >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    let p = 1.0 / rate as f64;
+    let q = (crate::math::ln(u) / crate::math::ln_1p(-p)).clamp(1.0, (i64::MAX / 4) as f64);
+    // The ceiling, by truncation (`ceil` would be a libm call on baseline x86-64).
+    let n = q as i64;
+    n + i64::from((n as f64) < q)
+}
+
+impl Knobs {}
 
 /// Whether a request may go to the pool, as far as the slow path is concerned.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -390,6 +430,7 @@ pub fn decide(ready: bool, fit: Fit, counters: &Counters, occupancy: u64) -> Ver
     if !ready {
         return t.plan(64);
     }
+    crate::control::note_allocations(done);
     if t.rng == 0 {
         t.rng = sys::random_u64() ^ ((sys::gettid() as u64) << 17) | 1;
         t.stride = 1;
@@ -432,16 +473,12 @@ pub fn decide(ready: bool, fit: Fit, counters: &Counters, occupancy: u64) -> Ver
     if interval > 0 {
         let now = sys::now_ns();
         let mut due = k.deadline.load(Relaxed);
-        if k.adaptive.load(Relaxed) && due > now {
-            // The pool drained since the deadline was set: bring it in to what the interval is
-            // now, rather than wait out an interval chosen when the pool was full.
-            let sooner = now.saturating_add(k.effective_interval(interval, occupancy));
-            if sooner < due {
-                k.deadline.fetch_min(sooner, Relaxed);
-                k.current_ns
-                    .store(k.effective_interval(interval, occupancy), Relaxed);
-                due = sooner;
-            }
+        let sooner = k.due_at(interval, due, now, occupancy);
+        if sooner < due {
+            k.deadline.fetch_min(sooner, Relaxed);
+            k.current_ns
+                .store(k.effective_interval(interval, occupancy), Relaxed);
+            due = sooner;
         }
         if now >= due {
             if !compatible {
@@ -540,12 +577,7 @@ impl ThreadState {
         if rate <= 1 {
             return 1;
         }
-        let u = ((self.next_random() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-        let p = 1.0 / rate as f64;
-        let q = (crate::math::ln(u) / crate::math::ln_1p(-p)).clamp(1.0, (i64::MAX / 4) as f64);
-        // The ceiling, by truncation (`ceil` would be a libm call on baseline x86-64).
-        let n = q as i64;
-        n + i64::from((n as f64) < q)
+        geometric(self.next_random(), rate)
     }
 }
 
