@@ -88,7 +88,8 @@ fn settings_of(s: &Snapshot) -> Settings {
     Settings {
         sample_interval_ms: if o.enabled { o.sample_interval } else { 0 },
         sample_rate: if o.enabled { o.sample_rate } else { 0 },
-        num_objects: u64::from(s.header().nslots),
+        // The small slots: the plan's num_objects (large slots are a class of their own).
+        num_objects: s.small_slots(),
         burst: o.burst,
         adaptive: o.adaptive,
         adaptive_max_ms: o.adaptive_max,
@@ -283,11 +284,11 @@ fn apply(live: &[Snapshot], s: &Settings) -> Result<(), String> {
                 for l in lines {
                     println!("{l}");
                 }
-                if u64::from(snap.header().nslots) != s.num_objects {
+                if snap.small_slots() != s.num_objects {
                     println!(
                         "pid {}: num_objects {} (fixed at start; restart with UFENCE_OPTIONS=num_objects={})",
                         snap.pid(),
-                        snap.header().nslots,
+                        snap.small_slots(),
                         s.num_objects
                     );
                 }
