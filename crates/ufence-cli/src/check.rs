@@ -7,7 +7,6 @@
 use crate::runtime::{self, Snapshot};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::time::{Duration, Instant};
-use ufence_core::control::Block;
 
 /// How long the process may take to come by its slow path.
 const WAIT: Duration = Duration::from_secs(5);
@@ -15,22 +14,8 @@ const WAIT: Duration = Duration::from_secs(5);
 /// Asks for the check and waits for it; says on stderr what came of it. An error only when
 /// the request cannot be made at all.
 pub fn request(snap: &Snapshot) -> Result<(), String> {
-    if !snap.live() {
-        return Err(format!(
-            "process {} is {}: nothing to check",
-            snap.pid(),
-            snap.liveness.word()
-        ));
-    }
-    let f = runtime::open(&snap.path, true)?;
-    let (block, _) = runtime::read_block(&f, &snap.path)?;
-    let len = block.header.file_len as usize;
-    let map = ufence_core::sys::map_shared(std::os::fd::AsRawFd::as_raw_fd(&f), len)
-        .ok_or_else(|| format!("cannot map {}", snap.path.display()))?;
-    // SAFETY: the mapping is `len` bytes of a file whose header was validated above, so it
-    // starts with a whole Block, whose fields are atomics and integers valid for any bytes;
-    // they are touched only through atomic operations, as the process itself does.
-    let live: &Block = unsafe { &*map.cast::<Block>() };
+    let mapped = runtime::LiveBlock::map(snap, "check")?;
+    let live = mapped.block();
     let mine = live.check.asked.fetch_add(1, AcqRel) + 1;
     let start = Instant::now();
     let served = loop {
@@ -43,8 +28,7 @@ pub fn request(snap: &Snapshot) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(5));
     };
     let found = live.check.found.load(Relaxed);
-    // SAFETY: the mapping made above, no longer used.
-    unsafe { ufence_core::sys::unmap(map, len) };
+    drop(mapped);
     if served {
         let s = if found == 1 { "" } else { "s" };
         eprintln!(

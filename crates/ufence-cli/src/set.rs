@@ -4,7 +4,6 @@
 
 use crate::runtime::{self, Snapshot};
 use clap::ArgMatches;
-use ufence_core::control::Block;
 use ufence_core::options::{Options, SPECS};
 
 pub fn main(m: &ArgMatches) -> Result<u8, String> {
@@ -60,23 +59,8 @@ pub fn validate<'a>(
 /// `pid P: KEY OLD -> NEW` line per key. The one place a knob is changed from outside
 /// (`ufence set`, `ufence plan --apply`).
 pub fn apply(snap: &Snapshot, wanted: &Options, keys: &[&str]) -> Result<Vec<String>, String> {
-    if !snap.live() {
-        return Err(format!(
-            "process {} is {}: nothing to change",
-            snap.pid(),
-            snap.liveness.word()
-        ));
-    }
-    let f = runtime::open(&snap.path, true)?;
-    // Re-validate the file we are about to map: it is the one we write through.
-    let (block, _) = runtime::read_block(&f, &snap.path)?;
-    let len = block.header.file_len as usize;
-    let map = ufence_core::sys::map_shared(std::os::fd::AsRawFd::as_raw_fd(&f), len)
-        .ok_or_else(|| format!("cannot map {}", snap.path.display()))?;
-    // SAFETY: the mapping is `len` bytes of a file whose header was validated above, so it
-    // starts with a whole Block; Block's fields are atomics and integers, valid for any bytes,
-    // and are only touched through atomic operations here, as the process itself does.
-    let live: &Block = unsafe { &*map.cast::<Block>() };
+    let mapped = runtime::LiveBlock::map(snap, "change")?;
+    let live = mapped.block();
     let old = live.knobs.read_into(&Options::DEFAULT);
     for key in keys {
         live.knobs.apply(key, wanted);
@@ -89,7 +73,5 @@ pub fn apply(snap: &Snapshot, wanted: &Options, keys: &[&str]) -> Result<Vec<Str
         new.write_value(key, &mut after);
         lines.push(format!("pid {}: {key} {before} -> {after}", snap.pid()));
     }
-    // SAFETY: the mapping made above, no longer used.
-    unsafe { ufence_core::sys::unmap(map, len) };
     Ok(lines)
 }

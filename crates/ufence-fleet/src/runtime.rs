@@ -65,6 +65,48 @@ fn vet(path: &Path, meta: &fs::Metadata, any_owner: bool) -> Result<u32, String>
     Ok(meta.uid())
 }
 
+/// A live process's control block, mapped shared to write its knobs or requests (`ufence set`,
+/// `plan --apply`, `--check`): the file is validated again before it is mapped, and unmapped
+/// when this is dropped.
+pub struct LiveBlock {
+    map: *mut u8,
+    len: usize,
+}
+
+impl LiveBlock {
+    /// Maps `snap`'s block; `doing` says what for, in the refusal of a process that is gone.
+    pub fn map(snap: &Snapshot, doing: &str) -> Result<LiveBlock, String> {
+        if !snap.live() {
+            return Err(format!(
+                "process {} is {}: nothing to {doing}",
+                snap.pid(),
+                snap.liveness.word()
+            ));
+        }
+        let f = open(&snap.path, true)?;
+        // Re-validate the file we are about to map: it is the one we write through.
+        let (block, _) = read_block(&f, &snap.path)?;
+        let len = block.header.file_len as usize;
+        let map = ufence_core::sys::map_shared(std::os::fd::AsRawFd::as_raw_fd(&f), len)
+            .ok_or_else(|| format!("cannot map {}", snap.path.display()))?;
+        Ok(LiveBlock { map, len })
+    }
+
+    /// The block, touched only through atomic operations, as the process itself does.
+    pub fn block(&self) -> &Block {
+        // SAFETY: the mapping is `len` bytes of a file whose header was validated, so it starts
+        // with a whole Block, whose fields are atomics and integers valid for any bytes.
+        unsafe { &*self.map.cast::<Block>() }
+    }
+}
+
+impl Drop for LiveBlock {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, no longer borrowed (block() borrows self).
+        unsafe { ufence_core::sys::unmap(self.map, self.len) };
+    }
+}
+
 /// Every runtime directory this user may read: our own, and for root every user's (the
 /// default places: `/dev/shm/ufence-UID` and `/run/user/UID/ufence`).
 pub fn all_dirs() -> Vec<PathBuf> {
