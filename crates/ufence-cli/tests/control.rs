@@ -15,20 +15,7 @@ use std::time::{Duration, Instant};
 /// The test service, built once with debug info (so that `objects` can name file and line).
 fn service() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("control");
-        std::fs::create_dir_all(&dir).unwrap();
-        let bin = dir.join("service");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/service.c");
-        let out = Command::new(ufence_testkit::require_command("gcc", "gcc"))
-            .args(["-g", "-O1", "-o"])
-            .arg(&bin)
-            .arg(&src)
-            .output()
-            .expect("gcc");
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        bin
-    })
+    BIN.get_or_init(|| common::c_program("service"))
 }
 
 /// The line of the test service's `malloc` call.

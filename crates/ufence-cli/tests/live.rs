@@ -16,20 +16,7 @@ const EVERY: &str = "sample_rate=1:max_overhead=0:skip_covered_thresh=100";
 
 fn program() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("live");
-        std::fs::create_dir_all(&dir).unwrap();
-        let bin = dir.join("live");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/live.c");
-        let out = Command::new(ufence_testkit::require_command("gcc", "gcc"))
-            .args(["-g", "-O1", "-o"])
-            .arg(&bin)
-            .arg(&src)
-            .output()
-            .expect("gcc");
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        bin
-    })
+    BIN.get_or_init(|| common::c_program("live"))
 }
 
 fn make_record_line() -> String {

@@ -116,11 +116,6 @@ fn pool_size(p: *mut c_void) -> usize {
     uf::object_size(p.cast()).unwrap_or(0)
 }
 
-/// `count * size` for the array forms, or None on overflow.
-fn array_bytes(count: usize, size: usize) -> Option<usize> {
-    count.checked_mul(size)
-}
-
 forwarded! {
     fill: fill_jemalloc;
 
@@ -385,7 +380,7 @@ fn reallocarr_impl(pp: *mut c_void, count: usize, size: usize) -> c_int {
     if pp.is_null() {
         return libc::EINVAL;
     }
-    let Some(total) = array_bytes(count, size) else {
+    let Some(total) = count.checked_mul(size) else {
         return libc::EOVERFLOW;
     };
     let e = uf::sys::errno();

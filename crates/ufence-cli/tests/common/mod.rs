@@ -54,3 +54,27 @@ pub fn assert_quiet_on_closed_pipe(cmd: &mut Command) {
         "{cmd:?}"
     );
 }
+
+/// `tests/c/NAME.c` compiled with debug info (`-g -O1`, so that reports and `objects` name file
+/// and line), once per test process, into `CARGO_TARGET_TMPDIR/NAME/NAME`.
+#[allow(dead_code)] // not every test binary that includes this module builds a C program
+pub fn c_program(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let bin = dir.join(name);
+    if built.iter().any(|b| b == name) {
+        return bin;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
+    let out = Command::new(ufence_testkit::require_command("gcc", "gcc"))
+        .args(["-g", "-O1", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("gcc");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    built.push(name.to_string());
+    bin
+}
