@@ -326,7 +326,11 @@ fn main() -> ExitCode {
     // pool's 255 slots while slots last: it must not start by building the whole command line
     // (hundreds of allocations that stay), or its planted bugs would find the pool full.
     let mut args = std::env::args();
-    if args.nth(1).as_deref() == Some(demo::WORKLOAD_VERB) {
+    let verb = args.nth(1);
+    if verb.as_deref() == Some(symbolize::FRAMES_VERB) {
+        return ExitCode::from(symbolize::frames_main());
+    }
+    if verb.as_deref() == Some(demo::WORKLOAD_VERB) {
         let bug = args.next().unwrap_or_default();
         return match demo::workload(&bug) {
             Ok(code) => ExitCode::from(code),

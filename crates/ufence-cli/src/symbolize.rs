@@ -53,6 +53,65 @@ pub fn main(files: &[String], debug_dirs: &[PathBuf]) -> Result<u8, String> {
     Ok(failed as u8)
 }
 
+/// The hidden verb of the symbolizer process.
+pub const FRAMES_VERB: &str = "__symbolize-frames";
+
+/// `ufence __symbolize-frames`: the symbolizer process a report runs (see the detector's
+/// `symbolizer_process`). Reads `INDEX\tOFFSET_HEX\tBUILD_ID_HEX|-\tMODULE` lines on stdin
+/// until EOF and answers `ufence-frames 1`, then `INDEX\tI|F\tLINE\tFILE\tFUNCTION` per
+/// function (inlined ones innermost first, then the one holding them), then `end`. A module
+/// whose build-id differs from the request's is not read (its frames get no lines).
+pub fn frames_main() -> u8 {
+    use std::io::{Read, Write};
+    let mut input = Vec::new();
+    if std::io::stdin()
+        .lock()
+        .take(1 << 20)
+        .read_to_end(&mut input)
+        .is_err()
+    {
+        return 1;
+    }
+    let mut s = Offline::new(&[]);
+    let mut out = String::from("ufence-frames 1\n");
+    let clean = |t: &str| t.replace(['\t', '\n', '\r'], " ");
+    for line in String::from_utf8_lossy(&input).lines() {
+        let mut f = line.splitn(4, '\t');
+        let (Some(idx), Some(off), Some(id), Some(module)) =
+            (f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let (Ok(idx), Ok(off)) = (idx.parse::<u32>(), u64::from_str_radix(off, 16)) else {
+            continue;
+        };
+        let frame = RawFrame {
+            module: Some(module),
+            build_id: Some(id).filter(|s| s.len() >= 4 && s.chars().all(|c| c.is_ascii_hexdigit())),
+            offset: Some(off),
+            pc: None,
+            v: &Value::Null,
+        };
+        for p in s.symbolize_parts(&frame).unwrap_or_default() {
+            let _ = writeln!(
+                out,
+                "{idx}\t{}\t{}\t{}\t{}",
+                if p.inlined { "I" } else { "F" },
+                p.line.unwrap_or(0),
+                clean(p.file.as_deref().unwrap_or("")),
+                if p.name.is_empty() {
+                    "??".to_string()
+                } else {
+                    clean(&p.name)
+                }
+            );
+        }
+    }
+    out.push_str("end\n");
+    let mut stdout = std::io::stdout().lock();
+    (stdout.write_all(out.as_bytes()).is_err() || stdout.flush().is_err()) as u8
+}
+
 /// Reads and checks one report file.
 fn load(path: &Path) -> Result<Value, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
@@ -124,6 +183,16 @@ enum Found {
 struct Line {
     function: String,
     location: Option<String>,
+    inlined: bool,
+}
+
+/// One function at a frame, in parts (see `Offline::symbolize_parts`).
+struct Part {
+    name: String,
+    /// The frame's distance from the symbol's start (the holding function only).
+    offset: Option<usize>,
+    file: Option<String>,
+    line: Option<u32>,
     inlined: bool,
 }
 
@@ -225,6 +294,29 @@ impl Offline {
 
     /// Symbolizes one frame offline; None when its module is not available.
     fn symbolize(&mut self, f: &RawFrame) -> Option<Vec<Line>> {
+        let parts = self.symbolize_parts(f)?;
+        Some(
+            parts
+                .into_iter()
+                .map(|p| Line {
+                    function: match p.offset {
+                        Some(off) => format!("{}+{off:#x}", p.name),
+                        None => p.name,
+                    },
+                    location: p.file.map(|file| match p.line {
+                        Some(l) => format!("{file}:{l}"),
+                        None => file,
+                    }),
+                    inlined: p.inlined,
+                })
+                .collect(),
+        )
+    }
+
+    /// The functions at one frame, innermost first: those inlined there, then the symbol
+    /// that holds them (whose position is the call site of the first inlined function). Empty
+    /// when the module has no symbol there; None when the module is not available.
+    fn symbolize_parts(&mut self, f: &RawFrame) -> Option<Vec<Part>> {
         let module = f.module?;
         let offset = f.offset?;
         let Found::File(path) = self.find(module, f.build_id) else {
@@ -244,27 +336,23 @@ impl Offline {
                 return None;
             }
         };
-        let loc = |ci: &symbolize::CodeInfo| {
-            let path = ci.to_path();
-            match ci.line {
-                Some(l) => format!("{}:{l}", path.display()),
-                None => path.display().to_string(),
-            }
-        };
+        let file = |ci: &symbolize::CodeInfo| ci.to_path().display().to_string();
         let mut out = Vec::new();
         // blazesym lists inlined functions outermost first; each one's location is inside it.
-        // Innermost first, as a stack reads: the last inlined function, ..., then the symbol
-        // whose location is the call site of the first inlined function.
         for inl in sym.inlined.iter().rev() {
-            out.push(Line {
-                function: inl.name.to_string(),
-                location: inl.code_info.as_ref().map(loc),
+            out.push(Part {
+                name: inl.name.to_string(),
+                offset: None,
+                file: inl.code_info.as_ref().map(file),
+                line: inl.code_info.as_ref().and_then(|ci| ci.line),
                 inlined: true,
             });
         }
-        out.push(Line {
-            function: format!("{}+{:#x}", sym.name, sym.offset),
-            location: sym.code_info.as_deref().map(loc),
+        out.push(Part {
+            name: sym.name.to_string(),
+            offset: Some(sym.offset),
+            file: sym.code_info.as_deref().map(file),
+            line: sym.code_info.as_deref().and_then(|ci| ci.line),
             inlined: false,
         });
         Some(out)

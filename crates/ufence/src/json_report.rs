@@ -13,6 +13,7 @@ use crate::pool::{Pool, Record, FREED};
 use crate::report::{self, Error, Kind};
 use crate::stack::Stack;
 use crate::symbolize::{exe_path, Demangled, LineCache, Symbolizer};
+use crate::symbolizer_process::Resolved;
 use crate::sys;
 use core::ffi::CStr;
 use core::fmt::{self, Write};
@@ -31,6 +32,7 @@ pub(crate) fn write(
     pool: &Pool,
     sym: &mut Symbolizer,
     lines: &mut LineCache,
+    res: Option<&Resolved>,
 ) {
     let pid = sys::getpid();
     let seq = SEQ.fetch_add(1, Relaxed);
@@ -63,7 +65,7 @@ pub(crate) fn write(
         depth: 0,
         after_key: false,
     };
-    document(&mut j, e, pool, sym, lines, now);
+    document(&mut j, e, pool, sym, lines, res, now);
     j.out.raw("\n");
     let written = j.out.flush();
     let closed = sys::sync_and_close(fd);
@@ -251,6 +253,7 @@ fn document(
     pool: &Pool,
     sym: &mut Symbolizer,
     lines: &mut LineCache,
+    res: Option<&Resolved>,
     now: u64,
 ) {
     let cut = report::frames_to_cut(sym, e.stack);
@@ -264,8 +267,12 @@ fn document(
     j.key("title");
     j.text(e.kind.title(e.is_write));
     j.key("function");
-    match report::top_frame(sym, e.stack, cut).and_then(|pc| sym.lookup(pc).function) {
-        Some((name, _)) => j.text(Demangled(name)),
+    match report::title_function(sym, res, e.stack, cut) {
+        Some(report::TitleFunction::Inlined(name)) => j.bytes(name),
+        Some(report::TitleFunction::Frame(pc)) => match sym.lookup(pc).function {
+            Some((name, _)) => j.text(Demangled(name)),
+            None => j.null(),
+        },
         None => j.null(),
     }
     j.key("signature");
@@ -293,7 +300,7 @@ fn document(
         j.null();
     }
     j.key("stack");
-    stack(j, sym, lines, e.stack, cut);
+    stack(j, sym, lines, res, e.stack, cut);
     j.close("}");
 
     j.key("object");
@@ -319,10 +326,10 @@ fn document(
             j.key("state");
             j.text(if freed { "freed" } else { "allocated" });
             j.key("allocated");
-            record(j, sym, lines, &s.alloc);
+            record(j, sym, lines, res, &s.alloc);
             j.key("freed");
             if freed {
-                record(j, sym, lines, &s.free);
+                record(j, sym, lines, res, &s.free);
             } else {
                 j.null();
             }
@@ -396,7 +403,13 @@ fn thread(j: &mut Json, tid: u32, name: &[u8]) {
     j.close("}");
 }
 
-fn record(j: &mut Json, sym: &mut Symbolizer, lines: &mut LineCache, r: &Record) {
+fn record(
+    j: &mut Json,
+    sym: &mut Symbolizer,
+    lines: &mut LineCache,
+    res: Option<&Resolved>,
+    r: &Record,
+) {
     j.open("{");
     j.key("thread");
     thread(j, r.tid, &r.thread_name);
@@ -405,11 +418,18 @@ fn record(j: &mut Json, sym: &mut Symbolizer, lines: &mut LineCache, r: &Record)
     j.key("stack");
     let st = r.stack();
     let cut = report::frames_to_cut(sym, &st);
-    stack(j, sym, lines, &st, cut);
+    stack(j, sym, lines, res, &st, cut);
     j.close("}");
 }
 
-fn stack(j: &mut Json, sym: &mut Symbolizer, lines: &mut LineCache, st: &Stack, cut: usize) {
+fn stack(
+    j: &mut Json,
+    sym: &mut Symbolizer,
+    lines: &mut LineCache,
+    res: Option<&Resolved>,
+    st: &Stack,
+    cut: usize,
+) {
     j.open("[");
     for &pc in &st.frames()[cut..] {
         j.open("{");
@@ -448,19 +468,61 @@ fn stack(j: &mut Json, sym: &mut Symbolizer, lines: &mut LineCache, st: &Stack, 
                 }
             }
         }
-        match sym.line(pc, lines) {
-            Some(l) => {
+        // With the symbolizer's answer, the position is the one in `function` itself (the
+        // call site of the outermost inlined function); without it, the line table's.
+        match res.filter(|r| r.knows(pc)).map(|r| r.outer(pc)) {
+            Some(Some(o)) if !o.file.is_empty() => {
                 j.key("file");
-                j.path(l.dir, l.file);
+                j.bytes(o.file);
                 j.key("line");
-                j.num(l.line as u64);
+                j.num(o.line as u64);
             }
-            None => {
+            Some(_) => {
                 j.key("file");
                 j.null();
                 j.key("line");
                 j.null();
             }
+            None => match sym.line(pc, lines) {
+                Some(l) => {
+                    j.key("file");
+                    j.path(l.dir, l.file);
+                    j.key("line");
+                    j.num(l.line as u64);
+                }
+                None => {
+                    j.key("file");
+                    j.null();
+                    j.key("line");
+                    j.null();
+                }
+            },
+        }
+        j.key("inlined");
+        match res.filter(|r| r.knows(pc)) {
+            Some(r) => {
+                j.open("[");
+                for f in r.inlined(pc) {
+                    j.open("{");
+                    j.key("function");
+                    j.bytes(f.function);
+                    j.key("file");
+                    if f.file.is_empty() {
+                        j.null();
+                    } else {
+                        j.bytes(f.file);
+                    }
+                    j.key("line");
+                    if f.line == 0 {
+                        j.null();
+                    } else {
+                        j.num(f.line as u64);
+                    }
+                    j.close("}");
+                }
+                j.close("]");
+            }
+            None => j.null(),
         }
         j.close("}");
     }

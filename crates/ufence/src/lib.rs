@@ -34,6 +34,7 @@ pub mod routine;
 mod sampler;
 mod site_filter;
 mod stack;
+mod symbolizer_process;
 
 use core::alloc::{GlobalAlloc, Layout};
 

@@ -5,6 +5,7 @@ use crate::fmt::{cstr_bytes, BufWriter, Escaped};
 use crate::pool::{Pool, Record, Slot, CHECKING, FREED};
 use crate::stack::Stack;
 use crate::symbolize::{Demangled, LineCache, Symbolizer};
+use crate::symbolizer_process::Resolved;
 use crate::sys;
 use core::fmt::Write;
 
@@ -171,28 +172,63 @@ fn write_stack(
     out: &mut Out,
     sym: &mut Symbolizer,
     lines: &mut LineCache,
+    res: Option<&Resolved>,
     stack: &Stack,
     cut: usize,
 ) {
-    for (n, &pc) in stack.frames()[cut..].iter().enumerate() {
+    // Each function gets a line and a number of its own, as in the sanitizers' reports: the
+    // functions inlined at a frame first (innermost first, marked `inlined`), then the
+    // function that holds them, with its module and offset.
+    let mut n = 0;
+    for &pc in &stack.frames()[cut..] {
+        let outer_line = res.and_then(|r| r.outer(pc)).map(|o| (o.file, o.line));
+        if let Some(r) = res {
+            for f in r.inlined(pc) {
+                let _ = write!(out, " #{n} {}", Escaped(f.function));
+                if f.file.is_empty() {
+                    let _ = writeln!(out, " (inlined)");
+                } else {
+                    let _ = writeln!(out, " ({}:{}, inlined)", Escaped(f.file), f.line);
+                }
+                n += 1;
+            }
+        }
         let _ = write!(out, " #{n} ");
+        n += 1;
         {
             let f = sym.lookup(pc);
             match f.function {
                 Some((name, off)) => {
                     let _ = write!(out, "{}+{:#x}", Demangled(name), off);
                 }
-                None => {
-                    let _ = write!(out, "{:#x}", pc);
-                }
+                None => match res.and_then(|r| r.outer(pc)) {
+                    Some(o) => {
+                        let _ = write!(out, "{}", Escaped(o.function));
+                    }
+                    None => {
+                        let _ = write!(out, "{:#x}", pc);
+                    }
+                },
             }
         }
-        // ` (file:line, module+offset)`: the source position when the module has line
-        // tables, and always the module and offset, which symbolize offline.
+        // ` (file:line, module+offset)`: the source position when known (from the symbolizer,
+        // else the module's line table), and always the module and offset, which symbolize
+        // offline.
         let mut open = false;
-        if let Some(l) = sym.line(pc, lines) {
-            let _ = write!(out, " ({}:{}", SourcePath(l.dir, l.file), l.line);
-            open = true;
+        match outer_line {
+            Some((file, line)) if !file.is_empty() => {
+                let _ = write!(out, " ({}:{}", Escaped(file), line);
+                open = true;
+            }
+            // The symbolizer answered but knows no line: the line table's would be the
+            // innermost inlined function's, under this function's name.
+            Some(_) => {}
+            None => {
+                if let Some(l) = sym.line(pc, lines) {
+                    let _ = write!(out, " ({}:{}", SourcePath(l.dir, l.file), l.line);
+                    open = true;
+                }
+            }
         }
         let f = sym.lookup(pc);
         if !f.module.is_empty() {
@@ -230,6 +266,7 @@ fn write_record(
     out: &mut Out,
     sym: &mut Symbolizer,
     lines: &mut LineCache,
+    res: Option<&Resolved>,
     what: &str,
     r: &Record,
 ) {
@@ -243,21 +280,79 @@ fn write_record(
     );
     let stack = r.stack();
     let cut = frames_to_cut(sym, &stack);
-    write_stack(out, sym, lines, &stack, cut);
+    write_stack(out, sym, lines, res, &stack, cut);
 }
 
 /// Writes the report for `e` to stderr and, when `report_dir` is set, as a JSON file (see
 /// `json_report`). Both share one symbolizer, so each module is mapped and each address looked
-/// up once.
+/// up once, and one answer of the symbolizer process (inlined functions), asked once.
 pub fn print(e: &Error, pool: &Pool) {
     let mut sym = Symbolizer::for_report();
     let mut lines = LineCache::new();
-    print_text(e, pool, &mut sym, &mut lines);
+    let res = ask_symbolizer(e, &mut sym);
+    print_text(e, pool, &mut sym, &mut lines, res.as_ref());
     if let Some(opts) = crate::options_in_force() {
         if !opts.report_dir.is_empty() {
-            crate::json_report::write(opts.report_dir.as_bytes(), e, pool, &mut sym, &mut lines);
+            crate::json_report::write(
+                opts.report_dir.as_bytes(),
+                e,
+                pool,
+                &mut sym,
+                &mut lines,
+                res.as_ref(),
+            );
         }
     }
+}
+
+/// The distinct frames the report shows (its stacks past the cut), sent to the symbolizer
+/// process.
+fn ask_symbolizer(e: &Error, sym: &mut Symbolizer) -> Option<Resolved> {
+    let mut pcs = [0usize; crate::symbolizer_process::MAX_PCS];
+    let mut n = 0;
+    let mut add = |sym: &mut Symbolizer, st: &Stack| {
+        let cut = frames_to_cut(sym, st);
+        for &pc in &st.frames()[cut..] {
+            if n < pcs.len() && !pcs[..n].contains(&pc) {
+                pcs[n] = pc;
+                n += 1;
+            }
+        }
+    };
+    add(sym, e.stack);
+    if let Some((_, s)) = e.object {
+        add(sym, &s.alloc.stack());
+        if s.state.load(core::sync::atomic::Ordering::Acquire) == FREED {
+            add(sym, &s.free.stack());
+        }
+    }
+    crate::symbolizer_process::resolve(sym, &pcs[..n])
+}
+
+/// Rust's pointer helpers (`core::ptr::read_volatile`, `<*mut T>::add`, ...), never the
+/// function a title should name: the fault happened in their caller.
+fn is_helper_name(demangled: &[u8]) -> bool {
+    demangled.starts_with(b"core::ptr::") || demangled.starts_with(b"core::intrinsics::")
+}
+
+/// What a title names: the innermost function inlined at the top frame that is not one of
+/// Rust's pointer helpers, when the symbolizer process named it; else the top frame's symbol.
+pub(crate) enum TitleFunction<'a> {
+    Inlined(&'a [u8]),
+    Frame(usize),
+}
+
+pub(crate) fn title_function<'a>(
+    sym: &mut Symbolizer,
+    res: Option<&'a Resolved>,
+    stack: &Stack,
+    cut: usize,
+) -> Option<TitleFunction<'a>> {
+    let top = top_frame(sym, stack, cut)?;
+    if let Some(f) = res.and_then(|r| r.inlined(top).find(|f| !is_helper_name(f.function))) {
+        return Some(TitleFunction::Inlined(f.function));
+    }
+    Some(TitleFunction::Frame(top))
 }
 
 /// The frame the title names: the first that is the program's own, past ufence's and the
@@ -444,16 +539,48 @@ fn describe_address(out: &mut dyn Write, addr: usize) {
     }
 }
 
-fn print_text(e: &Error, pool: &Pool, sym: &mut Symbolizer, lines: &mut LineCache) {
+fn print_text(
+    e: &Error,
+    pool: &Pool,
+    sym: &mut Symbolizer,
+    lines: &mut LineCache,
+    res: Option<&Resolved>,
+) {
     let mut out = Out {
         line: BufWriter::new(),
     };
     let sym = &mut *sym;
     let cut = frames_to_cut(sym, e.stack);
-    let top = top_frame(sym, e.stack, cut);
-
     let _ = writeln!(out, "{RULE}");
     let _ = write!(out, "BUG: UFENCE: {} in ", e.kind.title(e.is_write));
+    match title_function(sym, res, e.stack, cut) {
+        Some(TitleFunction::Inlined(name)) => {
+            let _ = write!(out, "{}", Escaped(name));
+        }
+        Some(TitleFunction::Frame(pc)) => write_title_frame(&mut out, sym, Some(pc)),
+        None => write_title_frame(&mut out, sym, None),
+    }
+    let _ = writeln!(out, "\n");
+
+    write_headline(&mut out, e, pool);
+    let _ = writeln!(out);
+    write_stack(&mut out, sym, lines, res, e.stack, cut);
+
+    if let Some((i, s)) = e.object {
+        let _ = writeln!(out);
+        write_object_line(&mut out, i, s, pool.page);
+        let _ = writeln!(out, "\n");
+        write_record(&mut out, sym, lines, res, "allocated", &s.alloc);
+        if s.state.load(core::sync::atomic::Ordering::Acquire) == FREED {
+            let _ = writeln!(out);
+            write_record(&mut out, sym, lines, res, "freed", &s.free);
+        }
+    }
+    let _ = writeln!(out, "{RULE}");
+}
+
+/// The title's function from the top frame's symbol (or module+offset, or address).
+fn write_title_frame(out: &mut Out, sym: &mut Symbolizer, top: Option<usize>) {
     match top.map(|pc| sym.lookup(pc)) {
         Some(f) => match f.function {
             Some((name, _)) => {
@@ -473,23 +600,6 @@ fn print_text(e: &Error, pool: &Pool, sym: &mut Symbolizer, lines: &mut LineCach
             let _ = write!(out, "(unknown)");
         }
     }
-    let _ = writeln!(out, "\n");
-
-    write_headline(&mut out, e, pool);
-    let _ = writeln!(out);
-    write_stack(&mut out, sym, lines, e.stack, cut);
-
-    if let Some((i, s)) = e.object {
-        let _ = writeln!(out);
-        write_object_line(&mut out, i, s, pool.page);
-        let _ = writeln!(out, "\n");
-        write_record(&mut out, sym, lines, "allocated", &s.alloc);
-        if s.state.load(core::sync::atomic::Ordering::Acquire) == FREED {
-            let _ = writeln!(out);
-            write_record(&mut out, sym, lines, "freed", &s.free);
-        }
-    }
-    let _ = writeln!(out, "{RULE}");
 }
 
 /// The object line, without its line end: `ufence-#3: 0xA-0xB, size=S, align=A, side=left`,

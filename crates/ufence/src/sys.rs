@@ -1107,3 +1107,278 @@ fn parse_maps_line(l: &[u8]) -> Option<Mapping> {
     m.name[..m.name_len].copy_from_slice(&name[..m.name_len]);
     Some(m)
 }
+
+/// A helper process started by [`spawn_helper`]: its pid and the parent's end of the socket
+/// that is the helper's standard input and output.
+pub struct Helper {
+    pub pid: i32,
+    pub fd: i32,
+}
+
+/// What the vfork child of [`spawn_helper`] needs, prepared by the parent (the child shares
+/// its memory and must not allocate).
+struct HelperArgs {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    /// The child's end of the socket (its stdin and stdout) and its stderr (`/dev/null`, or the
+    /// socket when that cannot be opened).
+    sock: i32,
+    err: i32,
+}
+
+/// Stack of the vfork child: it runs a handful of system call wrappers, then `execve`.
+const HELPER_STACK: usize = 16 * 1024;
+
+/// Starts `path` with `argv` and `envp` (null-terminated arrays the caller keeps alive),
+/// its stdin and stdout one end of a Unix socket pair, its stderr `/dev/null`, no other
+/// descriptor, every signal at its default action and unblocked, and killed if the calling
+/// thread dies (`PR_SET_PDEATHSIG`).
+///
+/// Usable from a signal handler of a multi-threaded program: no allocation, no lock. The child
+/// is made with `clone(CLONE_VM | CLONE_VFORK)` (no copy of a large parent's page tables, no
+/// overcommit failure) and exit signal 0: the program gets no SIGCHLD for it, its own
+/// `wait`/`waitpid(-1)` cannot reap it (those wait for SIGCHLD children only), and it is
+/// never reaped behind ufence's back when the program ignores SIGCHLD. Reap it with
+/// [`reap_helper`], which waits with `__WALL`. Every signal is blocked in the calling thread
+/// while the child shares its memory, so that no handler of the program runs on the child's
+/// side. None if any step fails (descriptors closed, nothing left behind).
+pub fn spawn_helper(
+    path: &core::ffi::CStr,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> Option<Helper> {
+    if argv.last() != Some(&ptr::null()) || envp.last() != Some(&ptr::null()) {
+        return None;
+    }
+    let mut sv = [-1i32; 2];
+    // SAFETY: sv is a valid out-array of two descriptors.
+    let ok = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            sv.as_mut_ptr(),
+        )
+    };
+    if ok != 0 {
+        return None;
+    }
+    // SAFETY: opening /dev/null has no preconditions; -1 is handled.
+    let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    let args = HelperArgs {
+        path: path.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        sock: sv[1],
+        err: if null >= 0 { null } else { sv[1] },
+    };
+    let mut stack = [0u8; HELPER_STACK];
+    let top = (stack.as_mut_ptr() as usize + HELPER_STACK) & !15;
+    // SAFETY: a filled sigset_t is valid; blocking every signal is always allowed (the kernel
+    // ignores SIGKILL and SIGSTOP in it).
+    let old = unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        sigmask(libc::SIG_SETMASK, &all)
+    };
+    // SAFETY: `helper_main` only reads `args` and makes system calls before execve or exit;
+    // `stack` outlives the child's use of it, because CLONE_VFORK suspends this thread until
+    // the child has called execve or exited. Exit signal 0 (no SIGCHLD in the flags).
+    let pid = unsafe {
+        libc::clone(
+            helper_main,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK,
+            &args as *const HelperArgs as *mut libc::c_void,
+        )
+    };
+    sigmask(libc::SIG_SETMASK, &old);
+    core::hint::black_box(&mut stack);
+    close(sv[1]);
+    if null >= 0 {
+        close(null);
+    }
+    if pid <= 0 {
+        close(sv[0]);
+        return None;
+    }
+    // Only the parent's end: it is a socket of its own, so the child's stays blocking.
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(sv[0], libc::F_GETFL);
+        libc::fcntl(sv[0], libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+    Some(Helper { pid, fd: sv[0] })
+}
+
+/// The vfork child of [`spawn_helper`]. It shares the parent's memory: system calls only.
+extern "C" fn helper_main(arg: *mut libc::c_void) -> i32 {
+    // SAFETY: arg is the HelperArgs of spawn_helper, alive while the parent is suspended; every
+    // call is a plain system call wrapper on values prepared by the parent.
+    unsafe {
+        let a = &*(arg as *const HelperArgs);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // Move both descriptors above 2 first: when the program closed its standard streams,
+        // the socket may itself be 0, 1 or 2, and dup2 onto itself would keep it close-on-exec.
+        let sock = libc::fcntl(a.sock, libc::F_DUPFD, 3);
+        let err = libc::fcntl(a.err, libc::F_DUPFD, 3);
+        if sock < 0 || err < 0 {
+            libc::syscall(libc::SYS_exit, 127);
+        }
+        libc::dup2(sock, 0);
+        libc::dup2(sock, 1);
+        libc::dup2(err, 2);
+        // Nothing else of the parent's: the program's descriptors without O_CLOEXEC too.
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+            for fd in 3..4096 {
+                libc::close(fd);
+            }
+        }
+        // Handlers are the program's code in memory this child shares: back to the defaults
+        // (ignored signals stay ignored, as across exec), then unblock everything.
+        for sig in 1..65 {
+            let mut cur: libc::sigaction = core::mem::zeroed();
+            if real_sigaction(sig, ptr::null(), &mut cur) == 0
+                && cur.sa_sigaction != libc::SIG_IGN
+                && cur.sa_sigaction != libc::SIG_DFL
+            {
+                let mut dfl: libc::sigaction = core::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                real_sigaction(sig, &dfl, ptr::null_mut());
+            }
+        }
+        let mut none: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &none as *const libc::sigset_t,
+            ptr::null_mut::<libc::sigset_t>(),
+            8usize,
+        );
+        libc::execve(a.path, a.argv, a.envp);
+        libc::syscall(libc::SYS_exit, 127);
+    }
+    127
+}
+
+/// Why [`exchange`] gave up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeError {
+    /// The deadline passed first.
+    Timeout,
+    /// The answer did not fit in the buffer.
+    TooLong,
+    /// A system call failed.
+    Failed,
+}
+
+/// Writes `request` to the helper's socket, then closes its writing side, and reads the answer
+/// into `answer` until the helper closes the socket: both at once, so that neither side can
+/// block the other on a full socket buffer. Gives up at `deadline_ns` (of [`now_ns`]). Writes
+/// with MSG_NOSIGNAL: a helper that dies early costs no SIGPIPE. Returns the answer's length.
+pub fn exchange(
+    fd: i32,
+    request: &[u8],
+    answer: &mut [u8],
+    deadline_ns: u64,
+) -> Result<usize, ExchangeError> {
+    let mut sent = 0;
+    let mut got = 0;
+    let mut shut = false;
+    loop {
+        if sent == request.len() && !shut {
+            // SAFETY: shutdown on a socket we own.
+            unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+            shut = true;
+        }
+        let now = now_ns();
+        if now >= deadline_ns {
+            return Err(ExchangeError::Timeout);
+        }
+        let wait_ms = (deadline_ns - now).div_ceil(1_000_000).min(i32::MAX as u64) as i32;
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN | if shut { 0 } else { libc::POLLOUT },
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return Err(ExchangeError::Failed);
+        }
+        if n == 0 {
+            continue;
+        }
+        if pfd.revents & libc::POLLOUT != 0 && !shut {
+            let rest = &request[sent..];
+            // SAFETY: rest is a valid readable slice.
+            let w = unsafe {
+                libc::send(
+                    fd,
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
+            };
+            if w > 0 {
+                sent += w as usize;
+            } else if w < 0 && !matches!(errno(), libc::EAGAIN | libc::EINTR) {
+                return Err(ExchangeError::Failed);
+            }
+        }
+        if pfd.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            if got == answer.len() {
+                return Err(ExchangeError::TooLong);
+            }
+            let room = &mut answer[got..];
+            // SAFETY: room is a valid writable slice.
+            let r = unsafe { libc::read(fd, room.as_mut_ptr().cast(), room.len()) };
+            if r > 0 {
+                got += r as usize;
+            } else if r == 0 {
+                return Ok(got);
+            } else if !matches!(errno(), libc::EAGAIN | libc::EINTR) {
+                return Err(ExchangeError::Failed);
+            }
+        }
+    }
+}
+
+/// Reaps a helper of [`spawn_helper`]: waits for it to exit until `deadline_ns`, then kills it
+/// (SIGKILL) and waits for that. Never leaves a zombie; ECHILD (someone reaped it already, with
+/// `__WALL`) counts as done.
+pub fn reap_helper(pid: i32, deadline_ns: u64) {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
+        if r == pid || (r < 0 && errno() != libc::EINTR) {
+            return;
+        }
+        if now_ns() >= deadline_ns {
+            break;
+        }
+        // SAFETY: a 1 ms sleep; nanosleep is async-signal-safe.
+        unsafe {
+            let ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 1_000_000,
+            };
+            libc::nanosleep(&ts, ptr::null_mut());
+        }
+    }
+    // SAFETY: pid is our unreaped child, so the number cannot have been reused.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    loop {
+        // SAFETY: as above; blocking, and SIGKILL ends the child promptly.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if r == pid || (r < 0 && errno() != libc::EINTR) {
+            return;
+        }
+    }
+}
