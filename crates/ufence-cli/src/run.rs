@@ -35,6 +35,15 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
         ));
     }
     let lib = preload::find(m.get_one::<String>("lib").map(String::as_str))?;
+    // Reports name inlined functions through this binary (`symbolizer`), wherever the library
+    // came from, unless the command line or UFENCE_OPTIONS chose one.
+    if !pairs.iter().any(|(k, _)| k == "symbolizer") && !env_sets("symbolizer") {
+        if let Ok(exe) = std::env::current_exe() {
+            if let Some(exe) = exe.to_str() {
+                pairs.push(("symbolizer".to_string(), exe.to_string()));
+            }
+        }
+    }
     let mut cmd = Command::new(program);
     cmd.args(argv);
     preload::apply(&mut cmd, &lib, &pairs)?;
@@ -62,6 +71,24 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
         .wait()
         .map_err(|e| format!("waiting for '{program}': {e}"))?;
     Ok(preload::exit_code(status))
+}
+
+/// Whether the inherited UFENCE_OPTIONS sets option `key`.
+fn env_sets(key: &str) -> bool {
+    let Ok(text) = std::env::var("UFENCE_OPTIONS") else {
+        return false;
+    };
+    let mut a = Options::DEFAULT;
+    let _ = a.set(key.as_bytes(), b"0");
+    let mut b = Options::DEFAULT;
+    let _ = b.set(key.as_bytes(), b"1");
+    // Set by the text if the text makes both starting points agree on its value.
+    ufence_core::options::parse_into(&mut a, text.as_bytes(), &mut |_, _| {});
+    ufence_core::options::parse_into(&mut b, text.as_bytes(), &mut |_, _| {});
+    let (mut va, mut vb) = (String::new(), String::new());
+    a.write_value(key, &mut va);
+    b.write_value(key, &mut vb);
+    va == vb
 }
 
 /// Whether `program` came after a `--` on the command line (then a leading '-' is its name).

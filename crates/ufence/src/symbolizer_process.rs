@@ -13,7 +13,7 @@
 //!
 //! Runs inside the report (possibly a SIGSEGV handler): the request, the answer and its index
 //! live in one static area taken with a flag, the process is started with the raw `clone` of
-//! `sys::spawn_helper` (no SIGCHLD to the program, no allocation), the exchange is bounded by
+//! `sys::with_helper` (no SIGCHLD to the program, no allocation), the exchange is bounded by
 //! `symbolizer_timeout`, and the helper is always reaped, killed first if late.
 //!
 //! Protocol (one request line per frame, `\t`-separated):
@@ -257,17 +257,14 @@ fn run(
     ];
     // No environment: no LD_PRELOAD (the helper is not watched), no UFENCE_OPTIONS.
     let envp = [core::ptr::null()];
-    let Some(helper) = sys::spawn_helper(path, &argv, &envp) else {
-        return false;
-    };
     let deadline = sys::now_ns().saturating_add(timeout_ms.saturating_mul(1_000_000));
-    let answer = sys::exchange(helper.fd, &st.request[..len], &mut st.answer, deadline);
-    sys::close(helper.fd);
-    let reap_by = if answer.is_ok() { deadline } else { 0 };
-    sys::reap_helper(helper.pid, reap_by);
-    match answer {
-        Ok(n) => parse(st, n),
-        Err(_) => false,
+    let (request, answer) = (&st.request[..len], &mut st.answer);
+    let got = sys::with_helper(path, &argv, &envp, deadline, |fd| {
+        sys::exchange(fd, request, answer, deadline)
+    });
+    match got {
+        Some(Ok(n)) => parse(st, n),
+        _ => false,
     }
 }
 

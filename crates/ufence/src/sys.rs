@@ -1108,46 +1108,54 @@ fn parse_maps_line(l: &[u8]) -> Option<Mapping> {
     Some(m)
 }
 
-/// A helper process started by [`spawn_helper`]: its pid and the parent's end of the socket
-/// that is the helper's standard input and output.
-pub struct Helper {
-    pub pid: i32,
-    pub fd: i32,
-}
-
-/// What the vfork child of [`spawn_helper`] needs, prepared by the parent (the child shares
-/// its memory and must not allocate).
+/// What the two helper processes of [`with_helper`] share with the caller's thread: they run
+/// in its memory (`CLONE_VM`) until the second one execs, so everything is prepared here and
+/// nothing is allocated.
 struct HelperArgs {
     path: *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
-    /// The child's end of the socket (its stdin and stdout) and its stderr (`/dev/null`, or the
-    /// socket when that cannot be opened).
+    /// The helper's end of the socket (its stdin and stdout) and its stderr (`/dev/null`, or
+    /// the socket when that cannot be opened).
     sock: i32,
     err: i32,
+    /// Top of the exec'd process's stack until it execs.
+    exec_stack: usize,
+    /// Set by the reaper once the helper is started: its pid, and a pidfd of it (-1 without).
+    pid: core::sync::atomic::AtomicI32,
+    pidfd: core::sync::atomic::AtomicI32,
 }
 
-/// Stack of the vfork child: it runs a handful of system call wrappers, then `execve`.
-const HELPER_STACK: usize = 16 * 1024;
+/// Stack of each helper process before exec: a handful of system calls.
+const HELPER_STACK: usize = 8 * 1024;
 
-/// Starts `path` with `argv` and `envp` (null-terminated arrays the caller keeps alive),
-/// its stdin and stdout one end of a Unix socket pair, its stderr `/dev/null`, no other
-/// descriptor, every signal at its default action and unblocked, and killed if the calling
-/// thread dies (`PR_SET_PDEATHSIG`).
+/// Runs `path` with `argv` and `envp` (null-terminated arrays the caller keeps alive) as a
+/// helper, calls `talk` with the caller's end of a Unix socket that is the helper's stdin and
+/// stdout, and makes sure, before returning, that the helper has ended: by `deadline_ns` (of
+/// [`now_ns`]) it is killed (SIGKILL, with its process group). None if it could not be
+/// started. The helper has `/dev/null` as stderr, no other descriptor of the program's, every
+/// signal at its default action and unblocked, and a process group of its own.
 ///
-/// Usable from a signal handler of a multi-threaded program: no allocation, no lock. The child
-/// is made with `clone(CLONE_VM | CLONE_VFORK)` (no copy of a large parent's page tables, no
-/// overcommit failure) and exit signal 0: the program gets no SIGCHLD for it, its own
-/// `wait`/`waitpid(-1)` cannot reap it (those wait for SIGCHLD children only), and it is
-/// never reaped behind ufence's back when the program ignores SIGCHLD. Reap it with
-/// [`reap_helper`], which waits with `__WALL`. Every signal is blocked in the calling thread
-/// while the child shares its memory, so that no handler of the program runs on the child's
-/// side. None if any step fails (descriptors closed, nothing left behind).
-pub fn spawn_helper(
+/// Usable from a signal handler of a multi-threaded program: no allocation, no lock, and
+/// nothing the program can notice. A process that execs always gets exit signal SIGCHLD (the
+/// kernel resets it at exec), so the helper is not the program's child: a reaper is, made with
+/// `clone(CLONE_VM | CLONE_FILES)` and exit signal 0, which never execs. It starts the helper
+/// (`CLONE_VM | CLONE_VFORK`: no copy of a large program's page tables, no overcommit failure;
+/// `CLONE_PIDFD` where the kernel has it, so that killing it can never hit a recycled pid),
+/// waits for it with `__WALL` (its SIGCHLD goes to the reaper, which blocks every signal), and
+/// exits. The program gets no SIGCHLD; its `wait`/`waitpid(-1)` cannot reap the reaper (they
+/// wait for SIGCHLD children only) and the kernel never reaps it behind ufence's back when the
+/// program ignores SIGCHLD; ufence reaps it with `__WALL`. Every signal is blocked in the
+/// calling thread while the helper is started, so that no handler of the program runs on the
+/// helper's side of the shared memory.
+pub fn with_helper<R>(
     path: &core::ffi::CStr,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
-) -> Option<Helper> {
+    deadline_ns: u64,
+    talk: impl FnOnce(i32) -> R,
+) -> Option<R> {
+    use core::sync::atomic::{AtomicI32, Ordering::Acquire};
     if argv.last() != Some(&ptr::null()) || envp.last() != Some(&ptr::null()) {
         return None;
     }
@@ -1166,15 +1174,18 @@ pub fn spawn_helper(
     }
     // SAFETY: opening /dev/null has no preconditions; -1 is handled.
     let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    let mut stacks = [0u8; 2 * HELPER_STACK];
+    let base = stacks.as_mut_ptr() as usize;
     let args = HelperArgs {
         path: path.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         sock: sv[1],
         err: if null >= 0 { null } else { sv[1] },
+        exec_stack: (base + 2 * HELPER_STACK) & !15,
+        pid: AtomicI32::new(0),
+        pidfd: AtomicI32::new(-1),
     };
-    let mut stack = [0u8; HELPER_STACK];
-    let top = (stack.as_mut_ptr() as usize + HELPER_STACK) & !15;
     // SAFETY: a filled sigset_t is valid; blocking every signal is always allowed (the kernel
     // ignores SIGKILL and SIGSTOP in it).
     let old = unsafe {
@@ -1182,83 +1193,232 @@ pub fn spawn_helper(
         libc::sigfillset(&mut all);
         sigmask(libc::SIG_SETMASK, &all)
     };
-    // SAFETY: `helper_main` only reads `args` and makes system calls before execve or exit;
-    // `stack` outlives the child's use of it, because CLONE_VFORK suspends this thread until
-    // the child has called execve or exited. Exit signal 0 (no SIGCHLD in the flags).
-    let pid = unsafe {
+    // SAFETY: `helper_reaper` only reads `args`, writes its two atomics and makes system calls;
+    // `args` and `stacks` outlive both processes, because this function waits for the reaper
+    // (which outlives the helper) before returning. Exit signal 0: no SIGCHLD in the flags.
+    let reaper = unsafe {
         libc::clone(
-            helper_main,
-            top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK,
+            helper_reaper,
+            ((base + HELPER_STACK) & !15) as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_FILES,
             &args as *const HelperArgs as *mut libc::c_void,
         )
     };
     sigmask(libc::SIG_SETMASK, &old);
-    core::hint::black_box(&mut stack);
+    if reaper <= 0 {
+        close(sv[1]);
+        if null >= 0 {
+            close(null);
+        }
+        close(sv[0]);
+        return None;
+    }
+    // The reaper shares our descriptor table: the helper's end of the socket and /dev/null
+    // stay open in it until the helper has its own copy (it has exec'd, or failed to start).
+    let mut reaped = false;
+    while args.pid.load(Acquire) == 0 && now_ns() < deadline_ns {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        if unsafe { libc::waitpid(reaper, &mut status, libc::WNOHANG | libc::__WALL) } == reaper {
+            reaped = true;
+            break;
+        }
+        nap(100_000);
+    }
     close(sv[1]);
     if null >= 0 {
         close(null);
     }
-    if pid <= 0 {
-        close(sv[0]);
-        return None;
-    }
-    // Only the parent's end: it is a socket of its own, so the child's stays blocking.
+    // Only the caller's end: it is a socket of its own, so the helper's stays blocking.
     // SAFETY: fcntl on a descriptor we own.
     unsafe {
         let fl = libc::fcntl(sv[0], libc::F_GETFL);
         libc::fcntl(sv[0], libc::F_SETFL, fl | libc::O_NONBLOCK);
     }
-    Some(Helper { pid, fd: sv[0] })
+    let r = talk(sv[0]);
+    close(sv[0]);
+    // The helper answered (or not): it has until the deadline to exit, the reaper with it.
+    if !reaped && !wait_exit(reaper, deadline_ns) {
+        let pid = args.pid.load(Acquire);
+        let pidfd = args.pidfd.load(Acquire);
+        // SAFETY: signals to the helper: through its pidfd when there is one (it names that
+        // process and no other); else by pid and process group, which cannot have been reused
+        // while the reaper, alive, has not reaped it.
+        unsafe {
+            if pidfd >= 0 {
+                libc::syscall(libc::SYS_pidfd_send_signal, pidfd, libc::SIGKILL, 0, 0);
+            }
+            if pid > 0 {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        if !wait_exit(reaper, now_ns() + 500_000_000) {
+            // SAFETY: the reaper is our unreaped child. Killed, it leaves the helper (if any
+            // is left) to init.
+            unsafe { libc::kill(reaper, libc::SIGKILL) };
+            wait_exit(reaper, u64::MAX);
+        }
+    }
+    // The reaper shared our descriptor table: the pidfd it made is ours to close.
+    let pidfd = args.pidfd.load(Acquire);
+    if pidfd >= 0 {
+        close(pidfd);
+    }
+    core::hint::black_box(&mut stacks);
+    Some(r)
 }
 
-/// The vfork child of [`spawn_helper`]. It shares the parent's memory: system calls only.
-extern "C" fn helper_main(arg: *mut libc::c_void) -> i32 {
-    // SAFETY: arg is the HelperArgs of spawn_helper, alive while the parent is suspended; every
-    // call is a plain system call wrapper on values prepared by the parent.
+/// Waits for our `__WALL` child `pid` to exit until `deadline_ns`; true once it is reaped (or
+/// cannot be waited for any more: ECHILD).
+fn wait_exit(pid: i32, deadline_ns: u64) -> bool {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
+        if r == pid || (r < 0 && errno() != libc::EINTR) {
+            return true;
+        }
+        if now_ns() >= deadline_ns {
+            return false;
+        }
+        nap(1_000_000);
+    }
+}
+
+/// Sleeps `ns` nanoseconds (under a second); async-signal-safe.
+fn nap(ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: ns.min(999_999_999) as i64,
+    };
+    // SAFETY: a valid timespec; nanosleep is async-signal-safe.
+    unsafe { libc::nanosleep(&ts, ptr::null_mut()) };
+}
+
+/// The reaper of [`with_helper`]: starts the helper, publishes its pid (and pidfd), waits for
+/// it, exits. Runs in the caller's memory with every signal blocked: raw system calls only, and
+/// none that could fail and write the caller thread's `errno`... except `clone`, whose failure
+/// is the end of it.
+extern "C" fn helper_reaper(arg: *mut libc::c_void) -> i32 {
+    use core::sync::atomic::Ordering::Release;
+    // SAFETY: arg is the HelperArgs of with_helper, alive until this process has exited.
     unsafe {
         let a = &*(arg as *const HelperArgs);
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        let mut pidfd: i32 = -1;
+        let mut pid = libc::clone(
+            helper_exec,
+            a.exec_stack as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+            arg,
+            &mut pidfd as *mut i32,
+        );
+        if pid <= 0 {
+            // A kernel without CLONE_PIDFD (before 5.2).
+            pidfd = -1;
+            pid = libc::clone(
+                helper_exec,
+                a.exec_stack as *mut libc::c_void,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                arg,
+            );
+        }
+        if pid > 0 {
+            a.pidfd.store(pidfd, Release);
+            a.pid.store(pid, Release);
+            let mut status = 0;
+            while libc::syscall(
+                libc::SYS_wait4,
+                pid,
+                &mut status as *mut i32,
+                libc::__WALL,
+                ptr::null_mut::<libc::rusage>(),
+            ) != pid as libc::c_long
+            {}
+        }
+        libc::syscall(libc::SYS_exit, 0);
+    }
+    0
+}
+
+/// The helper before exec: its descriptors, signals and process group, then `execve`. Runs in
+/// the caller's memory while the reaper waits (vfork): raw system calls only.
+extern "C" fn helper_exec(arg: *mut libc::c_void) -> i32 {
+    // SAFETY: arg is the HelperArgs of with_helper, alive while the reaper is suspended; every
+    // call is a plain system call on values prepared by the caller.
+    unsafe {
+        let a = &*(arg as *const HelperArgs);
+        let sys = |n: libc::c_long, a1: usize, a2: usize, a3: usize| -> libc::c_long {
+            libc::syscall(n, a1, a2, a3)
+        };
+        // A process group of its own: a late helper is killed with whatever it started.
+        sys(libc::SYS_setpgid, 0, 0, 0);
         // Move both descriptors above 2 first: when the program closed its standard streams,
         // the socket may itself be 0, 1 or 2, and dup2 onto itself would keep it close-on-exec.
-        let sock = libc::fcntl(a.sock, libc::F_DUPFD, 3);
-        let err = libc::fcntl(a.err, libc::F_DUPFD, 3);
+        let sock = sys(libc::SYS_fcntl, a.sock as usize, libc::F_DUPFD as usize, 3);
+        let err = sys(libc::SYS_fcntl, a.err as usize, libc::F_DUPFD as usize, 3);
         if sock < 0 || err < 0 {
-            libc::syscall(libc::SYS_exit, 127);
+            sys(libc::SYS_exit, 127, 0, 0);
         }
-        libc::dup2(sock, 0);
-        libc::dup2(sock, 1);
-        libc::dup2(err, 2);
-        // Nothing else of the parent's: the program's descriptors without O_CLOEXEC too.
-        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+        sys(libc::SYS_dup2, sock as usize, 0, 0);
+        sys(libc::SYS_dup2, sock as usize, 1, 0);
+        sys(libc::SYS_dup2, err as usize, 2, 0);
+        // Nothing else of the program's: its descriptors without O_CLOEXEC too.
+        if sys(libc::SYS_close_range, 3, u32::MAX as usize, 0) != 0 {
             for fd in 3..4096 {
-                libc::close(fd);
+                sys(libc::SYS_close, fd, 0, 0);
             }
         }
-        // Handlers are the program's code in memory this child shares: back to the defaults
-        // (ignored signals stay ignored, as across exec), then unblock everything.
-        for sig in 1..65 {
-            let mut cur: libc::sigaction = core::mem::zeroed();
-            if real_sigaction(sig, ptr::null(), &mut cur) == 0
-                && cur.sa_sigaction != libc::SIG_IGN
-                && cur.sa_sigaction != libc::SIG_DFL
-            {
-                let mut dfl: libc::sigaction = core::mem::zeroed();
-                dfl.sa_sigaction = libc::SIG_DFL;
-                real_sigaction(sig, &dfl, ptr::null_mut());
+        // Handlers are the program's code in memory this process shares: back to the defaults
+        // (ignored signals stay ignored, as across exec), then unblock everything. The kernel's
+        // own sigaction: glibc's refuses its internal signals (and would write errno).
+        #[repr(C)]
+        struct KernelSigaction {
+            handler: usize,
+            flags: u64,
+            restorer: usize,
+            mask: u64,
+        }
+        for sig in 1..65usize {
+            let mut cur = KernelSigaction {
+                handler: 0,
+                flags: 0,
+                restorer: 0,
+                mask: 0,
+            };
+            let q = libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                ptr::null::<KernelSigaction>(),
+                &mut cur as *mut KernelSigaction,
+                8usize,
+            );
+            if q == 0 && cur.handler != libc::SIG_IGN && cur.handler != libc::SIG_DFL {
+                let dfl = KernelSigaction {
+                    handler: libc::SIG_DFL,
+                    flags: 0,
+                    restorer: 0,
+                    mask: 0,
+                };
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
             }
         }
-        let mut none: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut none);
+        let none = 0u64;
         libc::syscall(
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK,
-            &none as *const libc::sigset_t,
-            ptr::null_mut::<libc::sigset_t>(),
+            &none as *const u64,
+            ptr::null_mut::<u64>(),
             8usize,
         );
-        libc::execve(a.path, a.argv, a.envp);
-        libc::syscall(libc::SYS_exit, 127);
+        libc::syscall(libc::SYS_execve, a.path, a.argv, a.envp);
+        sys(libc::SYS_exit, 127, 0, 0);
     }
     127
 }
@@ -1345,40 +1505,6 @@ pub fn exchange(
             } else if !matches!(errno(), libc::EAGAIN | libc::EINTR) {
                 return Err(ExchangeError::Failed);
             }
-        }
-    }
-}
-
-/// Reaps a helper of [`spawn_helper`]: waits for it to exit until `deadline_ns`, then kills it
-/// (SIGKILL) and waits for that. Never leaves a zombie; ECHILD (someone reaped it already, with
-/// `__WALL`) counts as done.
-pub fn reap_helper(pid: i32, deadline_ns: u64) {
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid on our own child with a valid status pointer.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
-        if r == pid || (r < 0 && errno() != libc::EINTR) {
-            return;
-        }
-        if now_ns() >= deadline_ns {
-            break;
-        }
-        // SAFETY: a 1 ms sleep; nanosleep is async-signal-safe.
-        unsafe {
-            let ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 1_000_000,
-            };
-            libc::nanosleep(&ts, ptr::null_mut());
-        }
-    }
-    // SAFETY: pid is our unreaped child, so the number cannot have been reused.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    loop {
-        // SAFETY: as above; blocking, and SIGKILL ends the child promptly.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
-        if r == pid || (r < 0 && errno() != libc::EINTR) {
-            return;
         }
     }
 }
