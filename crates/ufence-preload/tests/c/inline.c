@@ -10,9 +10,11 @@
      sigcount  a SIGCHLD handler that counts
    After the report the program checks that ufence left no child behind (waitpid with __WALL
    must say ECHILD: no child, running or zombie) and exits 42 if so, 43 if not. Modes with a
-   standard error print `sigchld=N` first. */
+   standard error print `sigchld=N` first. Every mode first opens descriptor 77 without
+   O_CLOEXEC: the symbolizer must not inherit it. */
 #include "common.h"
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
@@ -77,6 +79,8 @@ static int no_child_left(void) {
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "plain";
     int has_stderr = 1;
+    if (dup2(open("/dev/null", O_RDONLY), 77) != 77)
+        die("dup2");
     if (!strcmp(mode, "plain")) {
         run_bug();
     } else if (!strcmp(mode, "threads")) {
