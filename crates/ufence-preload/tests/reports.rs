@@ -131,8 +131,12 @@ fn frames_inside_the_c_library_are_named() {
         );
         let libc = &r.access[1..sort];
         assert!(!libc.is_empty(), "{ctx}");
+        // Functions inlined in libc (msort_with_tmp, with libc's debug file) have lines of
+        // their own without a module: the next line, the function holding them, has it.
         assert!(
-            libc.iter().all(|f| f.module_name() == Some("libc.so.6")),
+            libc.iter()
+                .filter(|f| !f.inlined)
+                .all(|f| f.module_name() == Some("libc.so.6")),
             "{ctx}"
         );
         assert!(
@@ -346,26 +350,25 @@ fn json_report(prog: &Path, mode: &str, name: &str) -> (Value, TextReport, Strin
     (v, text, stderr)
 }
 
-/// The frames of a JSON stack as the text report shows them.
+/// The frames of a JSON stack as the text report shows them: each frame's inlined functions
+/// (innermost first), then the frame's function.
 fn as_text_frames(stack: &Value) -> Vec<(String, Option<String>)> {
-    stack
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            let function = f["function"].as_str().map(str::to_string);
-            let loc = match (f["file"].as_str(), f["line"].as_u64()) {
-                (Some(file), Some(line)) => {
-                    Some(format!("{}:{line}", file.rsplit('/').next().unwrap()))
-                }
-                _ => None,
-            };
-            (
-                function.unwrap_or_else(|| f["pc"].as_str().unwrap().to_string()),
-                loc,
-            )
-        })
-        .collect()
+    let loc = |f: &Value| match (f["file"].as_str(), f["line"].as_u64()) {
+        (Some(file), Some(line)) => Some(format!("{}:{line}", file.rsplit('/').next().unwrap())),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for f in stack.as_array().unwrap() {
+        for inl in f["inlined"].as_array().into_iter().flatten() {
+            out.push((inl["function"].as_str().unwrap().to_string(), loc(inl)));
+        }
+        let function = f["function"].as_str().map(str::to_string);
+        out.push((
+            function.unwrap_or_else(|| f["pc"].as_str().unwrap().to_string()),
+            loc(f),
+        ));
+    }
+    out
 }
 
 fn text_frames(frames: &[Frame]) -> Vec<(String, Option<String>)> {
