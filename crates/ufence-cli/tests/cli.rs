@@ -3,6 +3,7 @@
 mod common;
 use common::{assert_quiet_on_closed_pipe, lib, root, text};
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn ufence(args: &[&str]) -> Output {
@@ -36,13 +37,31 @@ fn run_preloads_and_passes_options() {
         .unwrap();
     let shown = text(&out.stdout);
     let lib = lib().canonicalize().unwrap();
+    // Reports name inlined functions through this very binary (option `symbolizer`).
+    let exe = Path::new(env!("CARGO_BIN_EXE_ufence")).canonicalize().unwrap();
     assert_eq!(
         shown.trim(),
         format!(
-            "{}|num_objects=9:sample_rate=1:on_error=abort",
-            lib.display()
+            "{}|num_objects=9:sample_rate=1:on_error=abort:symbolizer={}",
+            lib.display(),
+            exe.display()
         )
     );
+    // A symbolizer chosen on the command line or in UFENCE_OPTIONS stands.
+    for (args, env, expected) in [
+        (&["--symbolizer", "0"][..], "", "symbolizer=0"),
+        (&[][..], "symbolizer=/opt/ufence", "symbolizer=/opt/ufence"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ufence"))
+            .arg("run")
+            .args(args)
+            .args(["--", "sh", "-c", "echo \"$UFENCE_OPTIONS\""])
+            .env("UFENCE_LIB", lib.as_os_str())
+            .env("UFENCE_OPTIONS", env)
+            .output()
+            .unwrap();
+        assert_eq!(text(&out.stdout).trim(), expected, "{args:?} {env}");
+    }
 }
 
 #[test]
