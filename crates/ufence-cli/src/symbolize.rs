@@ -497,12 +497,14 @@ impl ufence_fleet::triage::Resolve for Offline {
 }
 
 /// ` #N function+0xoff (file:line, module+0xoff)`, with inlined functions on lines of their
-/// own above the function they were inlined into (same frame number).
+/// own above the function they were inlined into, each with a number of its own, as the live
+/// report (and the sanitizers) number them.
 fn write_frames(t: &mut String, frames: &[Vec<(Line, String)>]) {
     if frames.is_empty() {
         let _ = writeln!(t, " (no stack)");
     }
-    for (n, lines) in frames.iter().enumerate() {
+    let mut n = 0;
+    for lines in frames {
         for (l, raw) in lines {
             let mut paren: Vec<String> = Vec::new();
             if let Some(loc) = &l.location {
@@ -514,6 +516,7 @@ fn write_frames(t: &mut String, frames: &[Vec<(Line, String)>]) {
                 paren.push(escape(raw.as_bytes()));
             }
             let _ = write!(t, " #{n} {}", escape(l.function.as_bytes()));
+            n += 1;
             if !paren.is_empty() {
                 let _ = write!(t, " ({})", paren.join(", "));
             }

@@ -38,7 +38,9 @@ fn run_preloads_and_passes_options() {
     let shown = text(&out.stdout);
     let lib = lib().canonicalize().unwrap();
     // Reports name inlined functions through this very binary (option `symbolizer`).
-    let exe = Path::new(env!("CARGO_BIN_EXE_ufence")).canonicalize().unwrap();
+    let exe = Path::new(env!("CARGO_BIN_EXE_ufence"))
+        .canonicalize()
+        .unwrap();
     assert_eq!(
         shown.trim(),
         format!(
