@@ -354,7 +354,7 @@ declare_options! {
     /// 1: report a sampled object released by a routine of another family than the one that allocated it (`operator new[]` vs `operator delete`, `malloc` vs `operator delete`, ...; AddressSanitizer's `alloc_dealloc_mismatch`). The object is released all the same. 0 for code bases that mix them on purpose.
     alloc_dealloc_mismatch: bool = true, "1", range 0..=1, runtime false;
     /// Path of the `ufence` binary that names inlined functions in reports (run at report time, with no environment; the in-process line tables are used when it is missing, fails or is late). Unset: the `ufence` beside libufence.so (`ufence run` passes itself). 0: never run it.
-    symbolizer: InlineText = InlineText::EMPTY, "(beside libufence.so)", range 0..=0, runtime false;
+    symbolizer: InlineText = InlineText::EMPTY, "(unset)", range 0..=0, runtime false;
     /// Milliseconds a report waits for the symbolizer before it is killed and the report goes on without it.
     symbolizer_timeout: u64 = 2_000, "2000", range 1..=4_000, runtime false;
 }

@@ -351,9 +351,12 @@ fn number(t: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn parsed(answer: &[u8], npcs: usize) -> Option<Vec<Vec<(String, bool, String, u32)>>> {
-        // SAFETY: the test holds BUSY.
+    /// One function as the tests compare it: name, inlined, file, line.
+    type Shown = (String, bool, String, u32);
+
+    fn parsed(answer: &[u8], npcs: usize) -> Option<Vec<Vec<Shown>>> {
         while BUSY.swap(true, Ordering::Acquire) {}
+        // SAFETY: the test holds BUSY.
         let st = unsafe { &mut *AREA.0.get() };
         st.npcs = npcs;
         for i in 0..npcs {

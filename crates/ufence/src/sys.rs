@@ -1134,7 +1134,8 @@ const HELPER_STACK: usize = 8 * 1024;
 /// stdout, and makes sure, before returning, that the helper has ended: by `deadline_ns` (of
 /// [`now_ns`]) it is killed (SIGKILL, with its process group). None if it could not be
 /// started. The helper has `/dev/null` as stderr, no other descriptor of the program's, every
-/// signal at its default action and unblocked, and a process group of its own.
+/// signal at its default action and unblocked, and a process group of its own; it is killed
+/// if the calling thread dies meanwhile (`PR_SET_PDEATHSIG`, through the reaper).
 ///
 /// Usable from a signal handler of a multi-threaded program: no allocation, no lock, and
 /// nothing the program can notice. A process that execs always gets exit signal SIGCHLD (the
@@ -1298,13 +1299,15 @@ fn nap(ns: u64) {
 
 /// The reaper of [`with_helper`]: starts the helper, publishes its pid (and pidfd), waits for
 /// it, exits. Runs in the caller's memory with every signal blocked: raw system calls only, and
-/// none that could fail and write the caller thread's `errno`... except `clone`, whose failure
-/// is the end of it.
+/// the caller thread's `errno` is its too (the caller restores it afterwards).
 extern "C" fn helper_reaper(arg: *mut libc::c_void) -> i32 {
     use core::sync::atomic::Ordering::Release;
     // SAFETY: arg is the HelperArgs of with_helper, alive until this process has exited.
     unsafe {
         let a = &*(arg as *const HelperArgs);
+        // Should the reporting thread die (the program killed meanwhile), so does the reaper,
+        // and with it the helper (below).
+        libc::syscall(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         let mut pidfd: i32 = -1;
         let mut pid = libc::clone(
             helper_exec,
@@ -1326,15 +1329,16 @@ extern "C" fn helper_reaper(arg: *mut libc::c_void) -> i32 {
         if pid > 0 {
             a.pidfd.store(pidfd, Release);
             a.pid.store(pid, Release);
+            // One blocking wait: with every signal blocked it cannot be interrupted, and no one
+            // else can reap this process's child.
             let mut status = 0;
-            while libc::syscall(
+            libc::syscall(
                 libc::SYS_wait4,
                 pid,
                 &mut status as *mut i32,
                 libc::__WALL,
                 ptr::null_mut::<libc::rusage>(),
-            ) != pid as libc::c_long
-            {}
+            );
         }
         libc::syscall(libc::SYS_exit, 0);
     }
@@ -1351,8 +1355,15 @@ extern "C" fn helper_exec(arg: *mut libc::c_void) -> i32 {
         let sys = |n: libc::c_long, a1: usize, a2: usize, a3: usize| -> libc::c_long {
             libc::syscall(n, a1, a2, a3)
         };
-        // A process group of its own: a late helper is killed with whatever it started.
+        // A process group of its own: a late helper is killed with whatever it started. Killed
+        // too if the reaper dies (kept across execve).
         sys(libc::SYS_setpgid, 0, 0, 0);
+        sys(
+            libc::SYS_prctl,
+            libc::PR_SET_PDEATHSIG as usize,
+            libc::SIGKILL as usize,
+            0,
+        );
         // Move both descriptors above 2 first: when the program closed its standard streams,
         // the socket may itself be 0, 1 or 2, and dup2 onto itself would keep it close-on-exec.
         let sock = sys(libc::SYS_fcntl, a.sock as usize, libc::F_DUPFD as usize, 3);
