@@ -374,10 +374,18 @@ impl Offline {
         for f in access {
             lines.push(self.frame_lines(&RawFrame::of(f)));
         }
-        let title_fn = lines
-            .first()
-            .and_then(|l| l.last())
-            .map(|l| l.0.function.clone());
+        // The innermost function inlined where the fault happened (Rust's pointer helpers
+        // aside), else the symbol holding it: as the live report titles it.
+        let title_fn = lines.first().and_then(|l| {
+            l.iter()
+                .find(|(l, _)| {
+                    l.inlined
+                        && !l.function.starts_with("core::ptr::")
+                        && !l.function.starts_with("core::intrinsics::")
+                })
+                .or(l.last())
+                .map(|l| l.0.function.clone())
+        });
         let title_fn = title_fn
             .map(|f| match f.rfind("+0x") {
                 Some(i) if f[i + 3..].chars().all(|c| c.is_ascii_hexdigit()) => f[..i].to_string(),
@@ -459,21 +467,41 @@ impl Offline {
             (Some(name), None) => name.to_string(),
             _ => format!("{:#x}", f.pc.unwrap_or(0)),
         };
-        let location = match (
-            f.v.get("file").and_then(Value::as_str),
-            f.v.get("line").and_then(Value::as_u64),
+        let location = |v: &Value| match (
+            v.get("file").and_then(Value::as_str),
+            v.get("line").and_then(Value::as_u64),
         ) {
             (Some(file), Some(line)) => Some(format!("{file}:{line}")),
+            (Some(file), None) => Some(file.to_string()),
             _ => None,
         };
-        vec![(
+        // The functions the process's symbolizer found inlined there, innermost first.
+        let empty = Vec::new();
+        let inlined =
+            f.v.get("inlined")
+                .and_then(Value::as_array)
+                .unwrap_or(&empty);
+        let mut lines: Vec<(Line, String)> = inlined
+            .iter()
+            .filter_map(|i| {
+                let function = i.get("function").and_then(Value::as_str)?.to_string();
+                let line = Line {
+                    function,
+                    location: location(i),
+                    inlined: true,
+                };
+                Some((line, raw.clone()))
+            })
+            .collect();
+        lines.push((
             Line {
                 function,
-                location,
+                location: location(f.v),
                 inlined: false,
             },
             raw,
-        )]
+        ));
+        lines
     }
 }
 

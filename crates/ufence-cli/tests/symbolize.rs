@@ -356,3 +356,44 @@ fn symbolize_escapes_what_the_report_holds() {
     );
     assert!(err.contains("/no/such\\x1b[31m\\x0alib.so"), "{err}");
 }
+
+/// A frame whose module is not at hand keeps what the process's symbolizer knew: the functions
+/// inlined there (innermost first, each its own number, marked inlined), then the function
+/// holding them; the title names the innermost one that is not a Rust pointer helper.
+#[test]
+fn inlined_functions_from_the_process_survive_a_missing_module() {
+    let s = stripped();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&s.report).unwrap()).unwrap();
+    let frame = serde_json::json!({
+        "module": "/no/such/prog",
+        "offset": "0x14b3",
+        "pc": "0x14b3",
+        "function": "run_bug",
+        "function_offset": 35,
+        "file": "prog.c",
+        "line": 45,
+        "inlined": [
+            {"function": "core::ptr::read_volatile", "file": "ptr/mod.rs", "line": 2091},
+            {"function": "get_value", "file": "prog.c", "line": 27}
+        ]
+    });
+    v["access"]["stack"] = serde_json::json!([frame]);
+    let path = s.report.with_file_name("inlined.json");
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+    let out = ufence(&["symbolize", path.to_str().unwrap()]);
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        shown.contains("BUG: UFENCE: use-after-free read in get_value\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(
+            " #0 core::ptr::read_volatile (ptr/mod.rs:2091, inlined)\n \
+             #1 get_value (prog.c:27, inlined)\n \
+             #2 run_bug+0x23 (prog.c:45, /no/such/prog+0x14b3)\n"
+        ),
+        "{shown}"
+    );
+}
