@@ -74,8 +74,11 @@ fn ufence_binary() -> PathBuf {
 }
 
 /// Options for every run: sample every 16-byte request (the objects of the programs; the
-/// threads' churn allocates 32 bytes and so never takes the bug's slot).
-const EVERY16: &str = "sample_rate=1:max_overhead=0:skip_covered_thresh=100:sample_sizes=16";
+/// threads' churn allocates 32 bytes and so never takes the bug's slot), and give the
+/// symbolizer the longest wait there is: under `cargo test` it may be a debug build, on a
+/// machine busy with other tests.
+const EVERY16: &str =
+    "sample_rate=1:max_overhead=0:skip_covered_thresh=100:sample_sizes=16:symbolizer_timeout=4000";
 
 fn run(prog: &Path, mode: &str, extra: &str) -> (Output, Duration) {
     let start = Instant::now();

@@ -53,9 +53,11 @@ static volatile int sigchld_count;
 
 static void *churn(void *arg) {
     (void)arg;
+    /* Allocating all along, but leaving the CPU to the symbolizer too (two cores, shared). */
     while (!stop) {
         void *p = malloc(32);
         free(p);
+        usleep(20);
     }
     return NULL;
 }
