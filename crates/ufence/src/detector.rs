@@ -168,6 +168,11 @@ fn start(defaults: &Options) -> bool {
     sys::at_exit(on_exit);
     // Resolve the loader's lookup now, not first inside a signal handler.
     let _ = sys::module_of(start as *const () as usize);
+    stack::set_fast_unwind(opts.fast_unwind);
+    // One walk through libgcc now: its lazily bound calls are resolved here, not first in a
+    // fault handler on a small alternate stack (the loader's resolver saves the whole vector
+    // state there, several KiB), now that sampled captures rarely need it.
+    let _ = core::hint::black_box(stack::capture_libgcc(0));
     // SAFETY: only the thread that won STARTING writes these, before publishing READY.
     unsafe {
         (*POOL.0.get()).write(pool);
@@ -334,8 +339,9 @@ fn sampled_alloc(
     occupancy: u64,
     timed: bool,
 ) -> *mut u8 {
-    let stack = stack::capture(stack::approx_sp());
-    let site = covered::site_hash(stack.frames());
+    // The site needs only the innermost frames: a sample given up below never walks further.
+    let mut capture = stack::Capture::begin(stack::approx_sp());
+    let site = covered::site_hash(capture.fill(covered::SITE_FRAMES).frames());
     // A refusal below gives up this sample, as KFENCE does: handing it on to the next
     // allocation would make every allocation of a covered or filtered site unwind its stack.
     // Test mode (sample_rate=1) samples every allocation while slots last: no covered skips.
@@ -347,10 +353,16 @@ fn sampled_alloc(
     }
     // SAFETY: OPTIONS is written before READY, which the caller observed through `pool()`.
     let opts = unsafe { (*OPTIONS.0.get()).assume_init_ref() };
-    if !site_filter::keep(site, &stack, &opts.sample_only, &opts.skip) {
+    if !site_filter::keep(
+        site,
+        capture.fill(covered::SITE_FRAMES),
+        &opts.sample_only,
+        &opts.skip,
+    ) {
         Counters::bump(&counters().skipped_filtered);
         return core::ptr::null_mut();
     }
+    let stack = capture.finish();
     pool_alloc(pool, class, size, align, routine, stack, site)
 }
 

@@ -205,6 +205,13 @@ fn room_to_report() -> bool {
     altstack_room().is_none_or(|room| room >= 48 * 1024)
 }
 
+/// Whether the fault's stack walk may parse unwind tables on a cache miss: not on a small
+/// alternate stack (Rust's std gives its threads 8 KiB, of which the kernel's signal frame
+/// takes up to 3), where only cached rules are used and a miss goes to libgcc.
+fn room_to_parse() -> bool {
+    altstack_room().is_none_or(|room| room >= 32 * 1024)
+}
+
 /// The next allocator's `free` and `realloc` as `[start, end)` ranges (from the preload, see
 /// [`set_forwarded`]), and the load base of its module; 0 until set.
 static FORWARDED: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
@@ -257,7 +264,9 @@ fn foreign_free(sig: i32, fault_addr: usize, ctx: *mut libc::c_void) {
         return;
     }
     let prev = crate::sampler::hold();
-    let mut st = stack::capture_from_fault(pc);
+    let (sp, bp) = fault_sp_bp(ctx);
+    let mut st = stack::Stack::EMPTY;
+    stack::capture_from_fault(&mut st, pc, sp, bp, room_to_parse());
     let frames = st.frames();
     // The innermost frame is the interrupted instruction; the others are return addresses,
     // which point just past their call.
@@ -309,6 +318,26 @@ fn fault_context(ctx: *mut libc::c_void) -> (usize, bool) {
     }
 }
 
+/// The stack and frame pointers of the interrupted code, from the CPU context (where the fast
+/// walk of a fault's stack starts).
+fn fault_sp_bp(ctx: *mut libc::c_void) -> (usize, usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: for SA_SIGINFO handlers the third argument is a ucontext_t.
+        let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
+        let g = &uc.uc_mcontext.gregs;
+        (
+            g[libc::REG_RSP as usize] as usize,
+            g[libc::REG_RBP as usize] as usize,
+        )
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ctx;
+        (0, 0)
+    }
+}
+
 fn handle(pool: &Pool, addr: usize, ctx: *mut libc::c_void) -> bool {
     let (pc, is_write) = fault_context(ctx);
     let place = pool.place(addr);
@@ -346,7 +375,9 @@ fn handle(pool: &Pool, addr: usize, ctx: *mut libc::c_void) -> bool {
         },
     };
     let prev = crate::sampler::hold();
-    let here = stack::capture_from_fault(pc);
+    let (sp, bp) = fault_sp_bp(ctx);
+    let mut here = stack::Stack::EMPTY;
+    stack::capture_from_fault(&mut here, pc, sp, bp, room_to_parse());
     detector::report_error(
         pool,
         &Error {

@@ -22,6 +22,7 @@ pub mod stats;
 pub mod symbolize;
 pub mod sys;
 
+mod cfi;
 mod covered;
 mod detector;
 pub mod dwarf;
@@ -33,7 +34,10 @@ mod report;
 pub mod routine;
 mod sampler;
 mod site_filter;
-mod stack;
+#[doc(hidden)]
+pub mod stack;
+#[doc(hidden)]
+pub mod unwind;
 
 use core::alloc::{GlobalAlloc, Layout};
 
