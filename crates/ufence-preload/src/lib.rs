@@ -293,6 +293,27 @@ pub extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     unsafe { next::USABLE_SIZE.get()(p) }
 }
 
+/// `dlclose`, then ufence forgets the unwind rules it cached: the library's code is gone, and
+/// the next library loaded may be mapped at its addresses with other rules.
+#[no_mangle]
+pub extern "C" fn dlclose(handle: *mut c_void) -> c_int {
+    type Real = unsafe extern "C" fn(*mut c_void) -> c_int;
+    static REAL: AtomicUsize = AtomicUsize::new(0);
+    let mut f = REAL.load(Ordering::Relaxed);
+    if f == 0 {
+        // SAFETY: dlsym with a NUL-terminated name; outside any allocator or signal path.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"dlclose".as_ptr()) } as usize;
+        REAL.store(f, Ordering::Relaxed);
+    }
+    if f == 0 {
+        return -1;
+    }
+    // SAFETY: the C library's dlclose, which has this signature; the caller's handle.
+    let r = unsafe { core::mem::transmute::<usize, Real>(f)(handle) };
+    uf::forget_unwind_rules();
+    r
+}
+
 extern "C" {
     /// glibc's `signal` (BSD semantics), under the name the preload does not replace.
     fn bsd_signal(sig: i32, handler: libc::sighandler_t) -> libc::sighandler_t;

@@ -70,6 +70,14 @@ pub fn alloc_slow(size: usize, align: usize, routine: u8, defaults: &Options) ->
     detector::alloc_slow(size, align, routine, defaults)
 }
 
+/// Forgets the stack-walk rules cached for code addresses. Call it after unloading a library
+/// (`dlclose`): another may be mapped at the same addresses. The preload does it from its
+/// `dlclose`; a program using [`Guarded`] that unloads libraries calls it itself. Until then
+/// stacks through such a library may be wrong (never unsafe: walks read only the stack).
+pub fn forget_unwind_rules() {
+    unwind::forget()
+}
+
 /// Marks the calling thread as looking up the allocator a preload forwards to; false if it
 /// already is (a call made by that lookup). See `ufence-preload`'s `next` module.
 #[inline]

@@ -204,11 +204,7 @@ impl Walker {
     /// return address, or a frame the bounds refuse); None when only the full unwinder can go
     /// on.
     fn unwind(&mut self, rule: Rule) -> Option<bool> {
-        let base = if rule.cfa_bp {
-            self.bp?
-        } else {
-            self.sp
-        };
+        let base = if rule.cfa_bp { self.bp? } else { self.sp };
         let cfa = base.wrapping_add(rule.cfa_off as usize);
         // Each frame lies above the last; a CFA that does not is a corrupt stack.
         if cfa <= self.sp {
