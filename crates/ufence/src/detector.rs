@@ -601,15 +601,14 @@ extern "C" fn on_exit(status: i32, _: *mut core::ffi::c_void) {
 /// A check of every live object's canary asked for from outside (`ufence objects PID --check`,
 /// through the control block), run by the first thread to come by the sampling slow path.
 fn serve_check_request(pool: &Pool) {
-    // A raw-forked or vfork child still sees its parent's block: the request is the parent's.
-    if !control::owned_here() {
-        return;
-    }
     let Some(b) = control::block() else { return };
     let req = &b.check;
     let asked = req.asked.load(Acquire);
     let taken = req.taken.load(Relaxed);
+    // A raw-forked or vfork child still sees its parent's block: the request is the parent's.
+    // (Asked only when there is a request: it costs a system call.)
     if asked == taken
+        || !control::owned_here()
         || req
             .taken
             .compare_exchange(taken, asked, AcqRel, Relaxed)

@@ -13,7 +13,7 @@ use crate::report::{Error, Kind};
 use crate::{stack, sys};
 use core::cell::UnsafeCell;
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 
 /// The dispositions ufence chains to for SIGSEGV and SIGBUS: what was installed before it, or
 /// what the program installed since (through the preload's `sigaction`, or found by
@@ -109,6 +109,10 @@ pub fn install() -> bool {
     true
 }
 
+/// When the preload last looked for a replaced handler (see [`ensure_installed`]).
+static LAST_CHECK_NS: AtomicU64 = AtomicU64::new(0);
+const CHECK_EVERY_NS: u64 = 10_000_000;
+
 /// Puts ufence's handler back if something replaced it behind ufence's back (a Rust program's
 /// std, which installs its stack-overflow handler when it finds none of its own; a program
 /// calling the kernel directly); the replacement becomes the handler ufence chains to. Called
@@ -117,6 +121,21 @@ pub fn install() -> bool {
 pub fn ensure_installed() {
     if !ACTIVE.load(Acquire) {
         return;
+    }
+    if crate::is_preload() {
+        // The preload answers `sigaction` and `signal` itself: only a program going around the
+        // C library (or through one of its rarer entry points) can replace the handler. Looked
+        // at every 10 ms rather than on every sample, which at sample_rate=1 would cost three
+        // system calls a sample.
+        let now = sys::now_ns();
+        let last = LAST_CHECK_NS.load(Relaxed);
+        if now.saturating_sub(last) < CHECK_EVERY_NS
+            || LAST_CHECK_NS
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_err()
+        {
+            return;
+        }
     }
     for (n, sig) in SIGNALS.into_iter().enumerate() {
         if !ours(sig) {
