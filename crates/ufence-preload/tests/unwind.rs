@@ -2,7 +2,8 @@
 //! (`fast_unwind=0`) on real programs under the preload: the same report, frame for frame, for
 //! C at -O0/-O1/-O2 with and without frame pointers (through the C library's qsort and memcpy,
 //! and a shared library) and for C++; and right stacks after a library is unloaded and another
-//! loaded at its address.
+//! loaded at its address. Also what the sampled path caches besides unwind rules: thread ids
+//! (right in forked children) and names (right after a rename).
 
 #[path = "support/reports.rs"]
 mod support;
@@ -134,4 +135,57 @@ fn a_library_loaded_where_another_was_unloaded_gets_its_own_stacks() {
     let at = |tag| format!("dlswap.c:{}", line_in(&src, tag));
     assert_eq!(r.alloc[1].short_location(), Some(at("via")), "{ctx}");
     assert_eq!(r.alloc[2].short_location(), Some(at("main")), "{ctx}");
+}
+
+/// The report of `names MODE`'s use-after-free: its stderr and the pid it printed.
+fn names_run(mode: &str) -> (String, String) {
+    let dir = scratch(&format!("names-{mode}"));
+    let prog = dir.join("names");
+    compile(
+        "gcc",
+        &prog,
+        &["-g", "-O1", "-pthread", &c_source("unwind/names.c")],
+    );
+    let out = Command::new(&prog)
+        .arg(mode)
+        .env("LD_PRELOAD", library())
+        .env("UFENCE_OPTIONS", EVERY)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let pid = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pid="))
+        .unwrap_or_else(|| panic!("no pid in {stdout}"))
+        .to_string();
+    (stderr, pid)
+}
+
+/// Thread names are read once and kept, yet a thread renamed through `prctl` or
+/// `pthread_setname_np` is named by its new name in the next record.
+#[test]
+fn records_name_a_renamed_thread_by_its_new_name() {
+    for (mode, name) in [("prctl", "renamed-prctl"), ("setname", "renamed-np")] {
+        let (stderr, pid) = names_run(mode);
+        let want = format!("allocated by thread {pid} ({name}) at");
+        assert!(stderr.contains(&want), "{mode}: want {want:?} in\n{stderr}");
+    }
+}
+
+/// Thread ids are read once per thread, yet a forked child's records carry its own id, with
+/// or without the fork handlers.
+#[test]
+fn records_in_a_forked_child_carry_its_id() {
+    for mode in ["fork", "rawfork"] {
+        let (stderr, pid) = names_run(mode);
+        let want = format!("allocated by thread {pid} (names) at");
+        assert!(stderr.contains(&want), "{mode}: want {want:?} in\n{stderr}");
+        let freed = format!("freed by thread {pid} (names) at");
+        assert!(
+            stderr.contains(&freed),
+            "{mode}: want {freed:?} in\n{stderr}"
+        );
+    }
 }

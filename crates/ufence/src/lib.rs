@@ -78,6 +78,12 @@ pub fn forget_unwind_rules() {
     unwind::forget()
 }
 
+/// Tells ufence that a thread may have been renamed (the preload's `prctl(PR_SET_NAME)` and
+/// `pthread_setname_np`): records read thread names again.
+pub fn thread_renamed() {
+    sampler::note_thread_renamed()
+}
+
 /// Marks the calling thread as looking up the allocator a preload forwards to; false if it
 /// already is (a call made by that lookup). See `ufence-preload`'s `next` module.
 #[inline]

@@ -60,11 +60,12 @@ impl Record {
     };
 
     pub fn here(stack: &Stack) -> Record {
+        let now = crate::since_start_ns();
         Record {
             tid: crate::sampler::thread_id(),
-            thread_name: sys::thread_name(),
+            thread_name: crate::sampler::thread_name(now),
             _pad: 0,
-            time_ns: crate::since_start_ns(),
+            time_ns: now,
             packed: Packed::pack(stack),
         }
     }

@@ -50,7 +50,11 @@ struct ThreadState {
     /// This thread's id, with the fork generation it was read in (see [`thread_id`]); 0 until
     /// read.
     tid: u64,
-    _spare: [u64; 4],
+    /// This thread's name as last read (see [`thread_name`]), when (ns since ufence started,
+    /// 0 = never) and in which naming generation.
+    name: [u8; 16],
+    name_at: u64,
+    name_gen: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 128);
@@ -91,6 +95,32 @@ pub fn thread_id() -> u32 {
         *t = gen << 32 | sys::gettid() as u64;
     }
     *t as u32
+}
+
+/// Bumped whenever a thread of the process may have been renamed (the preload's `prctl` and
+/// `pthread_setname_np`): every thread reads its name again at its next record.
+static NAME_GEN: AtomicU64 = AtomicU64::new(1);
+
+/// How long a thread's name is taken as read, for renames that do not go through the preload
+/// (a program using `Guarded`, a write to `/proc/self/task/N/comm`).
+const NAME_FRESH_NS: u64 = 10_000_000;
+
+pub fn note_thread_renamed() {
+    NAME_GEN.fetch_add(1, Relaxed);
+}
+
+/// The calling thread's name at `now` (ns since ufence started), read with `prctl` only when
+/// it may have changed: a sampled allocation and its free would otherwise make two calls.
+pub fn thread_name(now: u64) -> [u8; 16] {
+    let gen = NAME_GEN.load(Relaxed);
+    // SAFETY: the calling thread's own block.
+    let t = unsafe { &mut *state() };
+    if t.name_at == 0 || t.name_gen != gen || now.saturating_sub(t.name_at) >= NAME_FRESH_NS {
+        t.name = sys::thread_name();
+        t.name_at = now.max(1);
+        t.name_gen = gen;
+    }
+    t.name
 }
 
 /// The fast path: true when this allocation must go to [`decide`].
