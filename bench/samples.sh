@@ -10,8 +10,9 @@
 #     (user+system, from the process itself), the median of K interleaved rounds: the machine is
 #     shared, and CPU time is what a neighbour's load inflates least.
 # (b) Instructions per sampled pair (callgrind), old and new: (I(N2) - I(N1)) / (N2 - N1).
-# (c) Samples per second at the default max_overhead (50 %): `sampled` at sample_rate=1 for a
-#     fixed number of pairs; sampled pairs / wall seconds (median of K).
+# (c) Samples per second at the default max_overhead (50 %): `sampled` at sample_rate=1 for
+#     N_GOV pairs (40 million: a few seconds, so that the governor's 50 ms grace is a small
+#     part); sampled pairs / wall seconds (median of K).
 # (d) bench/run.sh's workloads (full sizes) plain and at sample_rate=1 and sample_rate=100
 #     (default max_overhead) under both libraries: median CPU and wall seconds of K rounds and
 #     the ratio to plain.
@@ -22,6 +23,11 @@ ROOT=$PWD
 OUT=$ROOT/bench/out
 K=${K:-5}
 N=${N:-200000}
+N_GOV=${N_GOV:-40000000}
+# PARTS=abcd (default) runs every part; a subset reruns only those (the others' tables are
+# then left out).
+PARTS=${PARTS:-abcd}
+has() { [[ $PARTS == *$1* ]]; }
 [ -n "${OLD_SO:-}" ] && [ -f "$OLD_SO" ] || { echo "samples.sh: set OLD_SO to an older libufence.so" >&2; exit 2; }
 unset UFENCE_OPTIONS LD_PRELOAD
 export PYTHONHASHSEED=0 PERL_HASH_SEED=0 PERL_PERTURB_KEYS=0
@@ -38,8 +44,10 @@ field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
 TSV=$OUT/samples/micro.tsv
 : >"$TSV"
 echo "== (a) CPU per pair, (c) samples per second: K=$K" >&2
-for ((k = 1; k <= K; k++)); do
-    variants=(floor old new new-libgcc old-gov new-gov)
+variants=()
+has a && variants+=(floor old new new-libgcc)
+has c && variants+=(old-gov new-gov)
+for ((k = 1; k <= K && ${#variants[@]} > 0; k++)); do
     n=${#variants[@]}
     for ((j = 0; j < n; j++)); do
         v=${variants[$(((j + k) % n))]}
@@ -48,8 +56,8 @@ for ((k = 1; k <= K; k++)); do
         old) line=$(UFENCE_OPTIONS=$EVERY LD_PRELOAD=$OLD "$OUT/sampled" "$N") ;;
         new) line=$(UFENCE_OPTIONS=$EVERY LD_PRELOAD=$NEW "$OUT/sampled" "$N") ;;
         new-libgcc) line=$(UFENCE_OPTIONS=$EVERY:fast_unwind=0 LD_PRELOAD=$NEW "$OUT/sampled" "$N") ;;
-        old-gov) line=$(UFENCE_OPTIONS=sample_rate=1 LD_PRELOAD=$OLD "$OUT/sampled" 3000000) ;;
-        new-gov) line=$(UFENCE_OPTIONS=sample_rate=1 LD_PRELOAD=$NEW "$OUT/sampled" 3000000) ;;
+        old-gov) line=$(UFENCE_OPTIONS=sample_rate=1 LD_PRELOAD=$OLD "$OUT/sampled" "$N_GOV") ;;
+        new-gov) line=$(UFENCE_OPTIONS=sample_rate=1 LD_PRELOAD=$NEW "$OUT/sampled" "$N_GOV") ;;
         esac
         printf '%s\t%s\t%s\t%s\t%s\n' "$v" "$(echo "$line" | field pairs)" "$(echo "$line" | field sampled)" \
             "$(echo "$line" | field cpu_s)" "$(echo "$line" | field wall_s)" >>"$TSV"
@@ -66,6 +74,7 @@ ir() {
 CG=$OUT/samples/callgrind.tsv
 : >"$CG"
 for v in old new; do
+    has b || break
     so=$OLD
     [ $v = new ] && so=$NEW
     a=$(ir $v 2000 "$so")
@@ -95,6 +104,7 @@ WT=$OUT/samples/workloads.tsv
 : >"$WT"
 VARS=(plain old-rate1 new-rate1 old-rate100 new-rate100)
 for ((k = 1; k <= K; k++)); do
+    has d || break
     for wl in "${WL[@]}"; do
         n=${#VARS[@]}
         for ((j = 0; j < n; j++)); do
@@ -128,25 +138,29 @@ def med(v, f):
     return st.median([f(r) for r in rows if r[0] == v])
 us = lambda r: float(r[3]) / int(r[1]) * 1e6
 print(f"Old libufence.so sha256 {old_sha}, new {new_sha} (commit {head}); K={K} interleaved rounds, medians.\n")
-print("| per sampled malloc/free pair | CPU µs | vs old |")
-print("| --- | ---: | ---: |")
-old = med("old", us)
-for v, name in [("old", "before (OLD_SO)"), ("new-libgcc", "after, fast_unwind=0 (libgcc's unwinder)"), ("new", "after (default)"), ("floor", "floor: the pair's two mprotects alone")]:
+have = {r[0] for r in rows}
+if "old" in have:
+  print("| per sampled malloc/free pair | CPU µs | vs old |")
+  print("| --- | ---: | ---: |")
+  old = med("old", us)
+  for v, name in [("old", "before (OLD_SO)"), ("new-libgcc", "after, fast_unwind=0 (libgcc's unwinder)"), ("new", "after (default)"), ("floor", "floor: the pair's two mprotects alone")]:
     m = med(v, us)
     print(f"| {name} | {m:.2f} | {old / m:.2f}× fewer |" if v != "old" else f"| {name} | {m:.2f} | 1 |")
-print()
+  print()
 c = dict(l.split("\t") for l in open(cg).read().splitlines())
-print("| instructions per sampled pair (callgrind) | before | after | ratio |")
-print("| --- | ---: | ---: | ---: |")
-print(f"| `sampled` 8 calls deep | {int(c['old']):,} | {int(c['new']):,} | {int(c['old']) / int(c['new']):.2f}× fewer |")
-print()
+if c:
+  print("| instructions per sampled pair (callgrind) | before | after | ratio |")
+  print("| --- | ---: | ---: | ---: |")
+  print(f"| `sampled` 8 calls deep | {int(c['old']):,} | {int(c['new']):,} | {int(c['old']) / int(c['new']):.2f}× fewer |")
+  print()
 rate = lambda r: int(r[2]) / float(r[4])
 frac = lambda r: int(r[2]) / int(r[1])
-print("| sample_rate=1, default max_overhead (50 %) | samples per second (wall) | share of pairs sampled | CPU µs per pair (all pairs) |")
-print("| --- | ---: | ---: | ---: |")
-for v, name in [("old-gov", "before"), ("new-gov", "after")]:
+if "old-gov" in have:
+  print("| sample_rate=1, default max_overhead (50 %) | samples per second (wall) | share of pairs sampled | CPU µs per pair (all pairs) |")
+  print("| --- | ---: | ---: | ---: |")
+  for v, name in [("old-gov", "before"), ("new-gov", "after")]:
     print(f"| {name} | {med(v, rate):,.0f} | {med(v, frac) * 100:.1f} % | {med(v, us):.3f} |")
-print()
+  print()
 w = [l.split("\t") for l in open(wt).read().splitlines() if l]
 order = []
 for r in w:
@@ -154,7 +168,7 @@ for r in w:
         order.append(r[0])
 def wm(wl, v, i):
     return st.median([float(r[i]) for r in w if r[0] == wl and r[1] == v])
-for i, what in [(3, "CPU seconds"), (2, "Wall seconds")]:
+for i, what in ([(3, "CPU seconds"), (2, "Wall seconds")] if w else []):
     print(f"**{what}** (median of {K}; ratio to plain)\n")
     print("| workload | plain | rate=1 before | rate=1 after | rate=100 before | rate=100 after |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")

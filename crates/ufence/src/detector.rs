@@ -371,9 +371,9 @@ fn sampled_alloc(
 const BUDGET_GRACE_NS: u64 = 50_000_000;
 
 /// The cost governor: has ufence used less than `max_overhead` percent of the wall time since
-/// it started? A sampled allocation and its free cost tens of microseconds (two `mprotect`s and
-/// two stack unwinds), so a program allocating millions of times a second would otherwise run
-/// hundreds of times slower at `sample_rate=1`; at the default interval it never applies.
+/// it started? A sampled allocation and its free cost microseconds (two `mprotect`s and two
+/// stack walks), so a program allocating millions of times a second would otherwise run tens
+/// of times slower at `sample_rate=1`; at the default interval it never applies.
 fn within_budget(now: u64) -> bool {
     let pct = sampler::knobs().max_overhead.load(Relaxed);
     if pct == 0 {
