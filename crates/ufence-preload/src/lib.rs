@@ -293,6 +293,68 @@ pub extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     unsafe { next::USABLE_SIZE.get()(p) }
 }
 
+/// `dlclose`, then ufence forgets the unwind rules it cached: the library's code is gone, and
+/// the next library loaded may be mapped at its addresses with other rules.
+#[no_mangle]
+pub extern "C" fn dlclose(handle: *mut c_void) -> c_int {
+    type Real = unsafe extern "C" fn(*mut c_void) -> c_int;
+    static REAL: AtomicUsize = AtomicUsize::new(0);
+    let mut f = REAL.load(Ordering::Relaxed);
+    if f == 0 {
+        // SAFETY: dlsym with a NUL-terminated name; outside any allocator or signal path.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"dlclose".as_ptr()) } as usize;
+        REAL.store(f, Ordering::Relaxed);
+    }
+    if f == 0 {
+        return -1;
+    }
+    // SAFETY: the C library's dlclose, which has this signature; the caller's handle.
+    let r = unsafe { core::mem::transmute::<usize, Real>(f)(handle) };
+    uf::forget_unwind_rules();
+    r
+}
+
+/// `prctl`, made as the C library makes it; a thread renaming itself (`PR_SET_NAME`) is noted,
+/// so that ufence's records, which keep each thread's name, read it again. Declared with the
+/// five integer arguments the system call takes: on x86-64 a variadic caller passes them in the
+/// same registers.
+#[no_mangle]
+pub extern "C" fn prctl(
+    option: c_int,
+    a2: libc::c_ulong,
+    a3: libc::c_ulong,
+    a4: libc::c_ulong,
+    a5: libc::c_ulong,
+) -> c_int {
+    // SAFETY: the system call with the caller's arguments, as glibc's prctl makes it (it sets
+    // errno on failure the same way).
+    let r = unsafe { libc::syscall(libc::SYS_prctl, option, a2, a3, a4, a5) } as c_int;
+    if option == libc::PR_SET_NAME {
+        uf::thread_renamed();
+    }
+    r
+}
+
+/// `pthread_setname_np`: the C library's, then ufence reads thread names again (see `prctl`).
+#[no_mangle]
+pub extern "C" fn pthread_setname_np(thread: libc::pthread_t, name: *const c_char) -> c_int {
+    type Real = unsafe extern "C" fn(libc::pthread_t, *const c_char) -> c_int;
+    static REAL: AtomicUsize = AtomicUsize::new(0);
+    let mut f = REAL.load(Ordering::Relaxed);
+    if f == 0 {
+        // SAFETY: dlsym with a NUL-terminated name; outside any allocator or signal path.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_setname_np".as_ptr()) } as usize;
+        REAL.store(f, Ordering::Relaxed);
+    }
+    if f == 0 {
+        return libc::ENOSYS;
+    }
+    // SAFETY: the C library's pthread_setname_np, which has this signature; the caller's args.
+    let r = unsafe { core::mem::transmute::<usize, Real>(f)(thread, name) };
+    uf::thread_renamed();
+    r
+}
+
 extern "C" {
     /// glibc's `signal` (BSD semantics), under the name the preload does not replace.
     fn bsd_signal(sig: i32, handler: libc::sighandler_t) -> libc::sighandler_t;

@@ -634,7 +634,9 @@ pub fn mirror(i: usize, slot: &Slot) {
 /// (glibc's `_Fork`, a raw `clone`) still shares its parent's, and would count into its
 /// parent's counters and published slots until it calls [`fork_child`].
 pub fn inherited() -> bool {
-    block().is_some() && OWNER.load(Relaxed) != sys::getpid() && !shares_parents_memory()
+    // The probe first: it reads 1 in the owner (and in a vfork child, which is not one either),
+    // so that the owner's sampled operations cost no `getpid`.
+    block().is_some() && !shares_parents_memory() && OWNER.load(Relaxed) != sys::getpid()
 }
 
 /// In a child that does not own the block: whether it is a vfork child, running in its
@@ -671,6 +673,7 @@ pub fn fork_child(single_threaded: bool) -> bool {
         // After a raw fork, another thread of this child is taking the block.
         return false;
     }
+    crate::sampler::note_fork();
     let probe = PROBE.load(Relaxed);
     if !probe.is_null() {
         // SAFETY: our page (wiped by the fork): 1 again, for this process's own children.

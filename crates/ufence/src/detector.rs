@@ -168,6 +168,11 @@ fn start(defaults: &Options) -> bool {
     sys::at_exit(on_exit);
     // Resolve the loader's lookup now, not first inside a signal handler.
     let _ = sys::module_of(start as *const () as usize);
+    stack::set_fast_unwind(opts.fast_unwind);
+    // One walk through libgcc now: its lazily bound calls are resolved here, not first in a
+    // fault handler on a small alternate stack (the loader's resolver saves the whole vector
+    // state there, several KiB), now that sampled captures rarely need it.
+    let _ = core::hint::black_box(stack::capture_libgcc(0));
     // SAFETY: only the thread that won STARTING writes these, before publishing READY.
     unsafe {
         (*POOL.0.get()).write(pool);
@@ -334,8 +339,9 @@ fn sampled_alloc(
     occupancy: u64,
     timed: bool,
 ) -> *mut u8 {
-    let stack = stack::capture(stack::approx_sp());
-    let site = covered::site_hash(stack.frames());
+    // The site needs only the innermost frames: a sample given up below never walks further.
+    let mut capture = stack::Capture::begin(stack::approx_sp());
+    let site = covered::site_hash(capture.fill(covered::SITE_FRAMES).frames());
     // A refusal below gives up this sample, as KFENCE does: handing it on to the next
     // allocation would make every allocation of a covered or filtered site unwind its stack.
     // Test mode (sample_rate=1) samples every allocation while slots last: no covered skips.
@@ -347,10 +353,16 @@ fn sampled_alloc(
     }
     // SAFETY: OPTIONS is written before READY, which the caller observed through `pool()`.
     let opts = unsafe { (*OPTIONS.0.get()).assume_init_ref() };
-    if !site_filter::keep(site, &stack, &opts.sample_only, &opts.skip) {
+    if !site_filter::keep(
+        site,
+        capture.fill(covered::SITE_FRAMES),
+        &opts.sample_only,
+        &opts.skip,
+    ) {
         Counters::bump(&counters().skipped_filtered);
         return core::ptr::null_mut();
     }
+    let stack = capture.finish();
     pool_alloc(pool, class, size, align, routine, stack, site)
 }
 
@@ -359,9 +371,9 @@ fn sampled_alloc(
 const BUDGET_GRACE_NS: u64 = 50_000_000;
 
 /// The cost governor: has ufence used less than `max_overhead` percent of the wall time since
-/// it started? A sampled allocation and its free cost tens of microseconds (two `mprotect`s and
-/// two stack unwinds), so a program allocating millions of times a second would otherwise run
-/// hundreds of times slower at `sample_rate=1`; at the default interval it never applies.
+/// it started? A sampled allocation and its free cost microseconds (two `mprotect`s and two
+/// stack walks), so a program allocating millions of times a second would otherwise run tens
+/// of times slower at `sample_rate=1`; at the default interval it never applies.
 fn within_budget(now: u64) -> bool {
     let pct = sampler::knobs().max_overhead.load(Relaxed);
     if pct == 0 {
@@ -589,15 +601,14 @@ extern "C" fn on_exit(status: i32, _: *mut core::ffi::c_void) {
 /// A check of every live object's canary asked for from outside (`ufence objects PID --check`,
 /// through the control block), run by the first thread to come by the sampling slow path.
 fn serve_check_request(pool: &Pool) {
-    // A raw-forked or vfork child still sees its parent's block: the request is the parent's.
-    if !control::owned_here() {
-        return;
-    }
     let Some(b) = control::block() else { return };
     let req = &b.check;
     let asked = req.asked.load(Acquire);
     let taken = req.taken.load(Relaxed);
+    // A raw-forked or vfork child still sees its parent's block: the request is the parent's.
+    // (Asked only when there is a request: it costs a system call.)
     if asked == taken
+        || !control::owned_here()
         || req
             .taken
             .compare_exchange(taken, asked, AcqRel, Relaxed)

@@ -13,7 +13,7 @@ use crate::report::{Error, Kind};
 use crate::{stack, sys};
 use core::cell::UnsafeCell;
 use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 
 /// The dispositions ufence chains to for SIGSEGV and SIGBUS: what was installed before it, or
 /// what the program installed since (through the preload's `sigaction`, or found by
@@ -109,6 +109,10 @@ pub fn install() -> bool {
     true
 }
 
+/// When the preload last looked for a replaced handler (see [`ensure_installed`]).
+static LAST_CHECK_NS: AtomicU64 = AtomicU64::new(0);
+const CHECK_EVERY_NS: u64 = 10_000_000;
+
 /// Puts ufence's handler back if something replaced it behind ufence's back (a Rust program's
 /// std, which installs its stack-overflow handler when it finds none of its own; a program
 /// calling the kernel directly); the replacement becomes the handler ufence chains to. Called
@@ -117,6 +121,21 @@ pub fn install() -> bool {
 pub fn ensure_installed() {
     if !ACTIVE.load(Acquire) {
         return;
+    }
+    if crate::is_preload() {
+        // The preload answers `sigaction` and `signal` itself: only a program going around the
+        // C library (or through one of its rarer entry points) can replace the handler. Looked
+        // at every 10 ms rather than on every sample, which at sample_rate=1 would cost three
+        // system calls a sample.
+        let now = sys::now_ns();
+        let last = LAST_CHECK_NS.load(Relaxed);
+        if now.saturating_sub(last) < CHECK_EVERY_NS
+            || LAST_CHECK_NS
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_err()
+        {
+            return;
+        }
     }
     for (n, sig) in SIGNALS.into_iter().enumerate() {
         if !ours(sig) {
@@ -205,6 +224,13 @@ fn room_to_report() -> bool {
     altstack_room().is_none_or(|room| room >= 48 * 1024)
 }
 
+/// Whether the fault's stack walk may parse unwind tables on a cache miss: not on a small
+/// alternate stack (Rust's std gives its threads 8 KiB, of which the kernel's signal frame
+/// takes up to 3), where only cached rules are used and a miss goes to libgcc.
+fn room_to_parse() -> bool {
+    altstack_room().is_none_or(|room| room >= 32 * 1024)
+}
+
 /// The next allocator's `free` and `realloc` as `[start, end)` ranges (from the preload, see
 /// [`set_forwarded`]), and the load base of its module; 0 until set.
 static FORWARDED: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
@@ -257,7 +283,9 @@ fn foreign_free(sig: i32, fault_addr: usize, ctx: *mut libc::c_void) {
         return;
     }
     let prev = crate::sampler::hold();
-    let mut st = stack::capture_from_fault(pc);
+    let (sp, bp) = fault_sp_bp(ctx);
+    let mut st = stack::Stack::EMPTY;
+    stack::capture_from_fault(&mut st, pc, sp, bp, room_to_parse());
     let frames = st.frames();
     // The innermost frame is the interrupted instruction; the others are return addresses,
     // which point just past their call.
@@ -309,6 +337,26 @@ fn fault_context(ctx: *mut libc::c_void) -> (usize, bool) {
     }
 }
 
+/// The stack and frame pointers of the interrupted code, from the CPU context (where the fast
+/// walk of a fault's stack starts).
+fn fault_sp_bp(ctx: *mut libc::c_void) -> (usize, usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: for SA_SIGINFO handlers the third argument is a ucontext_t.
+        let uc = unsafe { &*(ctx as *const libc::ucontext_t) };
+        let g = &uc.uc_mcontext.gregs;
+        (
+            g[libc::REG_RSP as usize] as usize,
+            g[libc::REG_RBP as usize] as usize,
+        )
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ctx;
+        (0, 0)
+    }
+}
+
 fn handle(pool: &Pool, addr: usize, ctx: *mut libc::c_void) -> bool {
     let (pc, is_write) = fault_context(ctx);
     let place = pool.place(addr);
@@ -346,7 +394,9 @@ fn handle(pool: &Pool, addr: usize, ctx: *mut libc::c_void) -> bool {
         },
     };
     let prev = crate::sampler::hold();
-    let here = stack::capture_from_fault(pc);
+    let (sp, bp) = fault_sp_bp(ctx);
+    let mut here = stack::Stack::EMPTY;
+    stack::capture_from_fault(&mut here, pc, sp, bp, room_to_parse());
     detector::report_error(
         pool,
         &Error {

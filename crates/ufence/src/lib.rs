@@ -22,6 +22,7 @@ pub mod stats;
 pub mod symbolize;
 pub mod sys;
 
+mod cfi;
 mod covered;
 mod detector;
 pub mod dwarf;
@@ -33,8 +34,11 @@ mod report;
 pub mod routine;
 mod sampler;
 mod site_filter;
-mod stack;
+#[doc(hidden)]
+pub mod stack;
 mod symbolizer_process;
+#[doc(hidden)]
+pub mod unwind;
 
 use core::alloc::{GlobalAlloc, Layout};
 
@@ -65,6 +69,20 @@ pub fn sample_tick() -> bool {
 #[inline]
 pub fn alloc_slow(size: usize, align: usize, routine: u8, defaults: &Options) -> *mut u8 {
     detector::alloc_slow(size, align, routine, defaults)
+}
+
+/// Forgets the stack-walk rules cached for code addresses. Call it after unloading a library
+/// (`dlclose`): another may be mapped at the same addresses. The preload does it from its
+/// `dlclose`; a program using [`Guarded`] that unloads libraries calls it itself. Until then
+/// stacks through such a library may be wrong (never unsafe: walks read only the stack).
+pub fn forget_unwind_rules() {
+    unwind::forget()
+}
+
+/// Tells ufence that a thread may have been renamed (the preload's `prctl(PR_SET_NAME)` and
+/// `pthread_setname_np`): records read thread names again.
+pub fn thread_renamed() {
+    sampler::note_thread_renamed()
 }
 
 /// Marks the calling thread as looking up the allocator a preload forwards to; false if it

@@ -60,11 +60,12 @@ impl Record {
     };
 
     pub fn here(stack: &Stack) -> Record {
+        let now = crate::since_start_ns();
         Record {
-            tid: sys::gettid(),
-            thread_name: sys::thread_name(),
+            tid: crate::sampler::thread_id(),
+            thread_name: crate::sampler::thread_name(now),
             _pad: 0,
-            time_ns: crate::since_start_ns(),
+            time_ns: now,
             packed: Packed::pack(stack),
         }
     }
@@ -310,7 +311,7 @@ impl Pool {
         let meta_len = (bits_offset + nslots.div_ceil(64) * 8).div_ceil(page) * page;
         let meta = sys::map_rw(meta_len)?;
         let covered = crate::covered::Covered::new(nslots);
-        let base = covered.as_ref().and_then(|_| sys::map_none(len));
+        let base = covered.as_ref().and_then(|_| sys::map_pool(len));
         let (Some(covered), Some(base)) = (covered, base) else {
             // SAFETY: meta was just mapped with this length and nothing refers to it.
             unsafe { sys::unmap(meta, meta_len) };
@@ -602,6 +603,18 @@ fn first_damaged_in(from: usize, to: usize) -> Option<usize> {
             return Some(a);
         }
         a += 1;
+    }
+    // 64 bytes at a time (the compiler makes vector compares of it), then the word that
+    // differs is found word by word.
+    while a + 64 <= to {
+        let mut diff = 0u64;
+        for k in 0..8 {
+            diff |= unsafe { *((a + 8 * k) as *const u64) } ^ CANARY_WORD;
+        }
+        if diff != 0 {
+            break;
+        }
+        a += 64;
     }
     while a + 8 <= to {
         if unsafe { *(a as *const u64) } != CANARY_WORD {

@@ -19,7 +19,7 @@
 use crate::options::Options;
 use crate::stats::Counters;
 use crate::sys;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering, Ordering::Relaxed};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering, Ordering::Relaxed};
 
 /// The per-thread block, viewed as named fields (see `sys::thread_block`).
 #[repr(C)]
@@ -47,7 +47,14 @@ struct ThreadState {
     looking_up: u64,
     /// The countdown that lookup set aside.
     lookup_countdown: i64,
-    _spare: [u64; 5],
+    /// This thread's id, with the fork generation it was read in (see [`thread_id`]); 0 until
+    /// read.
+    tid: u64,
+    /// This thread's name as last read (see [`thread_name`]), when (ns since ufence started,
+    /// 0 = never) and in which naming generation.
+    name: [u8; 16],
+    name_at: u64,
+    name_gen: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 128);
@@ -66,6 +73,54 @@ const OWED_RECHECK: u64 = 64;
 #[inline(always)]
 fn state() -> *mut ThreadState {
     sys::thread_block().cast()
+}
+
+/// Forks seen by this process (its own, and its ancestors' before it was forked): a thread id
+/// cached in another generation is a parent's.
+static FORK_GEN: AtomicU32 = AtomicU32::new(1);
+
+/// Called in a forked child once it owns its control block (`control::fork_child`), before
+/// its first sampled allocation or free records a thread id.
+pub fn note_fork() {
+    FORK_GEN.fetch_add(1, Relaxed);
+}
+
+/// The calling thread's id, read once per thread (and again in a forked child): a record of an
+/// allocation or free costs no `gettid`.
+pub fn thread_id() -> u32 {
+    let gen = FORK_GEN.load(Relaxed) as u64;
+    // SAFETY: the calling thread's own block.
+    let t = unsafe { &mut (*state()).tid };
+    if *t >> 32 != gen {
+        *t = gen << 32 | sys::gettid() as u64;
+    }
+    *t as u32
+}
+
+/// Bumped whenever a thread of the process may have been renamed (the preload's `prctl` and
+/// `pthread_setname_np`): every thread reads its name again at its next record.
+static NAME_GEN: AtomicU64 = AtomicU64::new(1);
+
+/// How long a thread's name is taken as read, for renames that do not go through the preload
+/// (a program using `Guarded`, a write to `/proc/self/task/N/comm`).
+const NAME_FRESH_NS: u64 = 10_000_000;
+
+pub fn note_thread_renamed() {
+    NAME_GEN.fetch_add(1, Relaxed);
+}
+
+/// The calling thread's name at `now` (ns since ufence started), read with `prctl` only when
+/// it may have changed: a sampled allocation and its free would otherwise make two calls.
+pub fn thread_name(now: u64) -> [u8; 16] {
+    let gen = NAME_GEN.load(Relaxed);
+    // SAFETY: the calling thread's own block.
+    let t = unsafe { &mut *state() };
+    if t.name_at == 0 || t.name_gen != gen || now.saturating_sub(t.name_at) >= NAME_FRESH_NS {
+        t.name = sys::thread_name();
+        t.name_at = now.max(1);
+        t.name_gen = gen;
+    }
+    t.name
 }
 
 /// The fast path: true when this allocation must go to [`decide`].

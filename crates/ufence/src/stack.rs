@@ -1,12 +1,32 @@
 //! Stack capture for sampled allocations, frees and faults.
 //!
-//! Uses libgcc's `_Unwind_Backtrace`, which walks DWARF CFI and so works through code built
-//! without frame pointers (Debian's glibc has none). On glibc >= 2.35 it finds unwind tables
-//! through the lock-free `_dl_find_object`, so it neither allocates nor takes a lock the
-//! interrupted code may hold. It also steps through the kernel's signal frame, which is how
-//! the access stack of a fault reaches the faulting instruction.
+//! Walks with [`unwind`]'s cached per-instruction rules (a few dozen instructions a frame),
+//! and falls back to libgcc's `_Unwind_Backtrace` for any stack those rules cannot express
+//! (a signal frame on the way, code without unwind tables). Both walk DWARF CFI, so both work
+//! through code built without frame pointers (Debian's glibc has none), and both give the same
+//! frames. libgcc finds unwind tables through the lock-free `_dl_find_object` on glibc >= 2.35,
+//! so neither allocates nor takes a lock the interrupted code may hold. libgcc also steps
+//! through the kernel's signal frame; the fast walk starts a fault's stack from the registers
+//! the kernel saved instead.
 
+use crate::unwind::{self, Step, Walker};
 use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+/// Option `fast_unwind`: 0 makes every capture use libgcc's unwinder.
+static FAST: AtomicBool = AtomicBool::new(true);
+
+pub fn set_fast_unwind(on: bool) {
+    FAST.store(on, Relaxed);
+}
+
+/// Walks the fast path handed to libgcc (for tests and benchmarks: a walk that should have
+/// been fast and was not shows here).
+static GAVE_UP: AtomicU64 = AtomicU64::new(0);
+
+pub fn fast_walks_given_up() -> u64 {
+    GAVE_UP.load(Relaxed)
+}
 
 /// Frames kept per stack.
 pub const MAX_FRAMES: usize = 64;
@@ -182,26 +202,155 @@ extern "C" fn on_frame(ctx: *mut UnwindContext, arg: *mut c_void) -> i32 {
     }
 }
 
+/// A capture in progress, so that a caller may look at the innermost frames (a site's) before
+/// paying for the whole walk. [`Capture::begin`], [`Capture::fill`] and [`Capture::finish`]
+/// must be called from one function, whose frame the walk has stepped out to.
+pub struct Capture {
+    walk: Option<Walker>,
+    stack: Stack,
+    skip_below: usize,
+    /// No more frames to take: the stack ended, is full, or libgcc took it whole.
+    complete: bool,
+    /// The fast walk gave up: libgcc takes the stack on the next `fill`.
+    gave_up: bool,
+}
+
+impl Capture {
+    /// Starts capturing the caller's stack, cutting every frame called from the frame whose
+    /// locals lie at `entry_sp` (the address of a local of the allocator entry point).
+    #[inline(never)]
+    pub fn begin(entry_sp: usize) -> Capture {
+        let mut c = Capture {
+            walk: None,
+            stack: Stack::EMPTY,
+            skip_below: entry_sp,
+            complete: false,
+            gave_up: true,
+        };
+        if FAST.load(Relaxed) {
+            let (pc, sp, bp) = unwind::here();
+            c.walk = Walker::new(pc, sp, bp);
+            c.gave_up = c.walk.is_none();
+            // This function's own frame, then the caller's: the walk reads this frame's
+            // memory, which is gone once it returns.
+            for _ in 0..2 {
+                c.advance();
+            }
+        }
+        c
+    }
+
+    /// Takes one step of the fast walk.
+    #[inline]
+    fn advance(&mut self) {
+        let Some(w) = self.walk.as_mut() else { return };
+        if self.gave_up || self.complete {
+            return;
+        }
+        match w.step() {
+            Step::Frame { pc, sp } => {
+                if sp > self.skip_below && !self.stack.push(pc) {
+                    self.complete = true;
+                }
+            }
+            Step::End => self.complete = true,
+            Step::GiveUp => self.gave_up = true,
+        }
+    }
+
+    /// Walks on until `frames` frames are kept or the stack ends.
+    #[inline(never)]
+    pub fn fill(&mut self, frames: usize) -> &Stack {
+        while !self.complete && !self.gave_up && (self.stack.len as usize) < frames {
+            self.advance();
+        }
+        if self.gave_up && !self.complete {
+            if self.walk.is_some() {
+                GAVE_UP.fetch_add(1, Relaxed);
+            }
+            self.stack = capture_libgcc(self.skip_below);
+            self.complete = true;
+        }
+        &self.stack
+    }
+
+    /// The whole stack.
+    pub fn finish(mut self) -> Stack {
+        self.fill(MAX_FRAMES);
+        self.stack
+    }
+}
+
 /// Captures the caller's stack, cutting every frame called from the frame whose locals lie at
-/// `entry_sp` (pass the address of a local of the allocator entry point, or 0 to keep all).
+/// `entry_sp` (pass the address of a local of the allocator entry point).
 #[inline(never)]
 pub fn capture(entry_sp: usize) -> Stack {
+    let mut c = Capture::begin(entry_sp);
+    c.fill(MAX_FRAMES);
+    c.stack
+}
+
+/// [`capture`] through libgcc's unwinder only (the fallback, and the reference for tests).
+#[inline(never)]
+pub fn capture_libgcc(entry_sp: usize) -> Stack {
     let mut out = Stack::EMPTY;
+    capture_libgcc_into(&mut out, entry_sp);
+    out
+}
+
+fn capture_libgcc_into(out: &mut Stack, entry_sp: usize) {
+    *out = Stack::EMPTY;
     let mut walk = Walk {
-        out: &mut out,
+        out,
         skip_below: entry_sp,
     };
     // SAFETY: on_frame matches the callback type and only uses `walk` during the call.
     unsafe { _Unwind_Backtrace(on_frame, (&mut walk as *mut Walk).cast()) };
-    out
 }
 
-/// The access stack of a fault: the handler's own stack is walked through the signal frame and
-/// everything above the faulting instruction `fault_pc` is dropped. If the unwinder cannot
-/// cross the signal frame, the stack is just the faulting instruction.
-pub fn capture_from_fault(fault_pc: usize) -> Stack {
-    // One Stack, shifted in place: this runs on the signal stack, which may be small.
-    let mut st = capture(0);
+/// The access stack of a fault at instruction `pc`, with the stack and frame pointers the
+/// kernel saved (`sp`, `bp`), into `out`: walked from those registers, so it starts at the
+/// faulting instruction. Falls back to [`capture_from_fault_libgcc`]. Unless `parse`, only
+/// rules already cached are used (parsing takes more stack than a small alternate signal
+/// stack may have left). One `Stack`, the caller's: this runs on the signal stack.
+pub fn capture_from_fault(out: &mut Stack, pc: usize, sp: usize, bp: usize, parse: bool) {
+    if FAST.load(Relaxed) && fast_from_fault(out, pc, sp, bp, parse) {
+        return;
+    }
+    capture_from_fault_libgcc(out, pc);
+}
+
+#[inline(never)]
+fn fast_from_fault(out: &mut Stack, pc: usize, sp: usize, bp: usize, parse: bool) -> bool {
+    let Some(mut w) = Walker::new(pc, sp, bp) else {
+        return false;
+    };
+    if !parse {
+        w = w.cached_rules_only();
+    }
+    *out = Stack::EMPTY;
+    loop {
+        match w.step() {
+            Step::Frame { pc, .. } => {
+                if !out.push(pc) {
+                    return true;
+                }
+            }
+            Step::End => return true,
+            Step::GiveUp => {
+                GAVE_UP.fetch_add(1, Relaxed);
+                return false;
+            }
+        }
+    }
+}
+
+/// The access stack of a fault through libgcc: the handler's own stack is walked through the
+/// signal frame and everything above the faulting instruction `fault_pc` is dropped. If the
+/// unwinder cannot cross the signal frame, the stack is just the faulting instruction.
+#[inline(never)]
+pub fn capture_from_fault_libgcc(st: &mut Stack, fault_pc: usize) {
+    capture_libgcc_into(st, 0);
     let n = st.len as usize;
     match st.frames[..n].iter().position(|&pc| pc == fault_pc) {
         Some(i) => {
@@ -213,7 +362,6 @@ pub fn capture_from_fault(fault_pc: usize) -> Stack {
             st.len = 1;
         }
     }
-    st
 }
 
 /// The address of a local of the caller's frame, used as `entry_sp` by allocator entry points.
