@@ -293,18 +293,26 @@ pub extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     unsafe { next::USABLE_SIZE.get()(p) }
 }
 
+/// The next definition of `name` in the program's lookup order, looked up once into `cache`;
+/// 0 when there is none. For the few non-allocator functions the preload wraps (never called
+/// from an allocator or signal path, so `dlsym` may allocate here).
+fn next_symbol(cache: &AtomicUsize, name: &core::ffi::CStr) -> usize {
+    let mut f = cache.load(Ordering::Relaxed);
+    if f == 0 {
+        // SAFETY: dlsym with a NUL-terminated name.
+        f = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) } as usize;
+        cache.store(f, Ordering::Relaxed);
+    }
+    f
+}
+
 /// `dlclose`, then ufence forgets the unwind rules it cached: the library's code is gone, and
 /// the next library loaded may be mapped at its addresses with other rules.
 #[no_mangle]
 pub extern "C" fn dlclose(handle: *mut c_void) -> c_int {
     type Real = unsafe extern "C" fn(*mut c_void) -> c_int;
     static REAL: AtomicUsize = AtomicUsize::new(0);
-    let mut f = REAL.load(Ordering::Relaxed);
-    if f == 0 {
-        // SAFETY: dlsym with a NUL-terminated name; outside any allocator or signal path.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"dlclose".as_ptr()) } as usize;
-        REAL.store(f, Ordering::Relaxed);
-    }
+    let f = next_symbol(&REAL, c"dlclose");
     if f == 0 {
         return -1;
     }
@@ -314,10 +322,11 @@ pub extern "C" fn dlclose(handle: *mut c_void) -> c_int {
     r
 }
 
-/// `prctl`, made as the C library makes it; a thread renaming itself (`PR_SET_NAME`) is noted,
-/// so that ufence's records, which keep each thread's name, read it again. Declared with the
-/// five integer arguments the system call takes: on x86-64 a variadic caller passes them in the
-/// same registers.
+/// `prctl`: the next definition's (another interposer's, or the C library's), and a thread
+/// renaming itself (`PR_SET_NAME`) is noted, so that ufence's records, which keep each
+/// thread's name, read it again. Declared with the five integer arguments the system call
+/// takes: on x86-64 a variadic caller passes them in the same registers, and the callee reads
+/// them the same way.
 #[no_mangle]
 pub extern "C" fn prctl(
     option: c_int,
@@ -326,9 +335,23 @@ pub extern "C" fn prctl(
     a4: libc::c_ulong,
     a5: libc::c_ulong,
 ) -> c_int {
-    // SAFETY: the system call with the caller's arguments, as glibc's prctl makes it (it sets
-    // errno on failure the same way).
-    let r = unsafe { libc::syscall(libc::SYS_prctl, option, a2, a3, a4, a5) } as c_int;
+    type Real = unsafe extern "C" fn(
+        c_int,
+        libc::c_ulong,
+        libc::c_ulong,
+        libc::c_ulong,
+        libc::c_ulong,
+    ) -> c_int;
+    static REAL: AtomicUsize = AtomicUsize::new(0);
+    let f = next_symbol(&REAL, c"prctl");
+    let r = if f == 0 {
+        // SAFETY: the system call with the caller's arguments, as glibc's prctl makes it (it
+        // sets errno on failure the same way).
+        unsafe { libc::syscall(libc::SYS_prctl, option, a2, a3, a4, a5) as c_int }
+    } else {
+        // SAFETY: the next prctl, called with the integer arguments its variadic callers pass.
+        unsafe { core::mem::transmute::<usize, Real>(f)(option, a2, a3, a4, a5) }
+    };
     if option == libc::PR_SET_NAME {
         uf::thread_renamed();
     }
@@ -340,12 +363,7 @@ pub extern "C" fn prctl(
 pub extern "C" fn pthread_setname_np(thread: libc::pthread_t, name: *const c_char) -> c_int {
     type Real = unsafe extern "C" fn(libc::pthread_t, *const c_char) -> c_int;
     static REAL: AtomicUsize = AtomicUsize::new(0);
-    let mut f = REAL.load(Ordering::Relaxed);
-    if f == 0 {
-        // SAFETY: dlsym with a NUL-terminated name; outside any allocator or signal path.
-        f = unsafe { libc::dlsym(libc::RTLD_NEXT, c"pthread_setname_np".as_ptr()) } as usize;
-        REAL.store(f, Ordering::Relaxed);
-    }
+    let f = next_symbol(&REAL, c"pthread_setname_np");
     if f == 0 {
         return libc::ENOSYS;
     }

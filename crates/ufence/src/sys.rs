@@ -152,11 +152,21 @@ pub fn getpid() -> u32 {
     unsafe { libc::getpid() as u32 }
 }
 
-/// The calling thread's name (`comm`, at most 15 bytes), NUL-padded.
+/// The calling thread's name (`comm`, at most 15 bytes), NUL-padded. The raw system call, not
+/// `prctl`: the preload defines `prctl` itself, and this runs on the sampled path.
 pub fn thread_name() -> [u8; 16] {
     let mut name = [0u8; 16];
     // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer it is given.
-    unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr(), 0, 0, 0) };
+    unsafe {
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_GET_NAME,
+            name.as_mut_ptr(),
+            0,
+            0,
+            0,
+        )
+    };
     name
 }
 
