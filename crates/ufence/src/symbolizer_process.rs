@@ -61,6 +61,8 @@ struct State {
     request: [u8; REQUEST],
     answer: [u8; ANSWER],
     path: [u8; 512],
+    /// The symbolizer's reaper and pre-exec stacks (see `sys::with_helper`).
+    stacks: sys::HelperStacks,
 }
 
 struct Area(UnsafeCell<State>);
@@ -75,6 +77,7 @@ static AREA: Area = Area(UnsafeCell::new(State {
     request: [0; REQUEST],
     answer: [0; ANSWER],
     path: [0; 512],
+    stacks: [0; 2 * sys::HELPER_STACK],
 }));
 static BUSY: AtomicBool = AtomicBool::new(false);
 
@@ -258,8 +261,8 @@ fn run(
     // No environment: no LD_PRELOAD (the helper is not watched), no UFENCE_OPTIONS.
     let envp = [core::ptr::null()];
     let deadline = sys::now_ns().saturating_add(timeout_ms.saturating_mul(1_000_000));
-    let (request, answer) = (&st.request[..len], &mut st.answer);
-    let got = sys::with_helper(path, &argv, &envp, deadline, |fd| {
+    let (request, answer, stacks) = (&st.request[..len], &mut st.answer, &mut st.stacks);
+    let got = sys::with_helper(path, &argv, &envp, deadline, stacks, |fd| {
         sys::exchange(fd, request, answer, deadline)
     });
     match got {

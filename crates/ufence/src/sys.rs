@@ -1210,7 +1210,12 @@ struct HelperArgs {
 }
 
 /// Stack of each helper process before exec: a handful of system calls.
-const HELPER_STACK: usize = 8 * 1024;
+pub const HELPER_STACK: usize = 8 * 1024;
+
+/// The two pre-exec stacks of [`with_helper`]'s processes. The caller provides them (from
+/// static memory) so that a report made on a small alternate signal stack does not spend
+/// 16 KiB of it.
+pub type HelperStacks = [u8; 2 * HELPER_STACK];
 
 /// Runs `path` with `argv` and `envp` (null-terminated arrays the caller keeps alive) as a
 /// helper, calls `talk` with the caller's end of a Unix socket that is the helper's stdin and
@@ -1237,6 +1242,7 @@ pub fn with_helper<R>(
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
     deadline_ns: u64,
+    stacks: &mut HelperStacks,
     talk: impl FnOnce(i32) -> R,
 ) -> Option<R> {
     use core::sync::atomic::{AtomicI32, Ordering::Acquire};
@@ -1258,7 +1264,6 @@ pub fn with_helper<R>(
     }
     // SAFETY: opening /dev/null has no preconditions; -1 is handled.
     let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-    let mut stacks = [0u8; 2 * HELPER_STACK];
     let base = stacks.as_mut_ptr() as usize;
     let args = HelperArgs {
         path: path.as_ptr(),
@@ -1349,7 +1354,7 @@ pub fn with_helper<R>(
     if pidfd >= 0 {
         close(pidfd);
     }
-    core::hint::black_box(&mut stacks);
+    core::hint::black_box(stacks);
     Some(r)
 }
 
