@@ -203,6 +203,7 @@ fn cli() -> Command {
                 .arg(v("seed", "N", "Same seed, same result [default: 1]"))
                 .arg(v("runs", "R", "Simulate R fleets and report the distribution of the fleet's first detection (each fleet stops at its first) [default: 1]"))
                 .arg(v("threads", "N", "Worker threads (the result does not depend on them) [default: all cores]"))
+                .arg(Arg::new("exact").long("exact").action(clap::ArgAction::SetTrue).help("Step through every sample (the reference simulator; slower) instead of jumping over runs of short-lived samples"))
                 .arg(Arg::new("format").long("format").value_parser(["text", "json"]).default_value("text"))
         })
         .subcommand(
