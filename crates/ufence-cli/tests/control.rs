@@ -1408,7 +1408,27 @@ fn stats_show_allocation_rate_lifetimes_and_time_full() {
         &rt,
         &["stats", &svc.pid.to_string(), "--format", "prometheus"],
     );
-    assert!(prom.contains("ufence_sampled_freed_objects{"), "{prom}");
+    // The same slot table as a Prometheus summary.
+    let series = |name: &str| {
+        prom.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{pid=\"{}\",", svc.pid)))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {prom}"))
+    };
+    assert!(
+        prom.contains("# TYPE ufence_sampled_lifetime_seconds summary"),
+        "{prom}"
+    );
+    assert_eq!(
+        series("ufence_sampled_lifetime_seconds_count")
+            + series("ufence_sampled_alive_age_seconds_count"),
+        8.0,
+        "{prom}"
+    );
+    assert!(
+        series("ufence_allocation_rate_per_second") >= 60.0,
+        "{prom}"
+    );
     drop(svc);
 
     // `hoard` leaks one allocation in four: four slots fill with objects that stay, and the
@@ -1430,8 +1450,19 @@ fn stats_show_allocation_rate_lifetimes_and_time_full() {
         &rt,
         &["stats", &svc.pid.to_string(), "--format", "prometheus"],
     );
-    assert!(prom.contains("ufence_pool_full_seconds_total{"), "{prom}");
-    assert!(prom.contains("ufence_sampled_alive_objects{"), "{prom}");
+    let series = |name: &str| {
+        prom.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{pid=\"{}\",", svc.pid)))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {prom}"))
+    };
+    assert_eq!(series("ufence_pool_full"), 1.0, "{prom}");
+    assert_eq!(
+        series("ufence_sampled_alive_age_seconds_count"),
+        4.0,
+        "{prom}"
+    );
+    assert!(series("ufence_pool_full_seconds_total") >= 1.0, "{prom}");
 }
 
 /// The runtime knobs as `stats --format json` shows them.
