@@ -153,7 +153,8 @@ fn summary(out: &mut String, name: &str, help: &str, rows: &[(&str, &[u64])]) {
 /// slot table cannot be read (it went away meanwhile, a damaged file) has no lifetime series.
 pub fn workload(procs: &[(&Snapshot, String)], out: &mut String) {
     let w: Vec<_> = procs.iter().map(|(s, _)| s.workload()).collect();
-    let families: [(&str, &str, &str, &dyn Fn(&crate::runtime::Workload) -> String); 4] = [
+    type Value = dyn Fn(&crate::runtime::Workload) -> String;
+    let families: [(&str, &str, &str, &Value); 4] = [
         (
             "ufence_allocations_seen_total",
             "counter",
