@@ -177,3 +177,27 @@ fn a_full_pool_with_frees_pending() {
     );
     agree("full", &sc, 0.5);
 }
+
+#[test]
+fn long_quiet_runs_taken_in_parts_before_near_stops() {
+    // Lifetimes of 20 ms at 100 ms, nothing long-lived: about one sample in 150 is special, so
+    // runs are long and mostly cut (by the checkpoints and the horizon) or taken in parts, and
+    // the object of the last quiet sample is often still alive at a checkpoint.
+    let mut sc = scenario(
+        Workload {
+            rate: 20.0,
+            long_lived: 0.0,
+            lifetime_s: 0.02,
+            long_lived_sites: 4,
+        },
+        Settings {
+            num_objects: 4,
+            ..Settings::DEFAULT
+        },
+        Kind::UseAfterFree { delay_s: 0.0 },
+        20.0,
+        400.0,
+    );
+    sc.checkpoints = vec![10.0, 10.03, 10.06, 10.09, 30.0, 30.05, 400.0];
+    agree("parts", &sc, 0.8);
+}

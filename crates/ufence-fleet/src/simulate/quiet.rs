@@ -88,17 +88,35 @@ impl Sim<'_> {
         } else {
             (self.rng.unit().ln() / (-p).ln_1p()).min(NEVER as f64) as u64
         };
-        let k = quiet + 1;
-        let s_k = self.rng.gamma(k, self.mean_gap);
-        let at = |j: u64, s: f64| ready + (j - 1) as f64 * t_eff + s;
         let cp = self
             .sc
             .checkpoints
             .get(checkpoint)
             .map_or(u64::MAX, |c| ((c * NS) as u64).saturating_add(1));
         let stop = self.free_at().min(limit).min(cp);
+        // A run much longer than the samples that fit before `stop` is taken in parts (the
+        // geometric count is memoryless): the bisection below then costs a few steps, not
+        // fifty, where only a few samples come before a near stop.
+        let fit = (stop as f64 - ready).max(0.0) / (t_eff + self.mean_gap);
+        let cap = (2.0 * fit + 16.0).min(NEVER as f64) as u64;
+        let partial = quiet >= cap;
+        let k = if partial { cap } else { quiet + 1 };
+        let s_k = self.rng.gamma(k, self.mean_gap);
+        let at = |j: u64, s: f64| ready + (j - 1) as f64 * t_eff + s;
         let t_k = at(k, s_k);
-        if p > 0.0 && t_k < stop as f64 {
+        if partial && t_k < stop as f64 {
+            // `k` quiet samples, all before the stop; the last one's object becomes an
+            // ordinary short-lived one (its lifetime at most the interval), so that nothing
+            // about it is left pending for the next run.
+            self.quiet(k, full);
+            self.t = t_k as u64;
+            self.due = self.t.saturating_add(t_ns);
+            if !full {
+                self.last_quiet(t_k, None, t_eff, life, skipping);
+            }
+            return Step::Sampled { stop: false };
+        }
+        if !partial && t_k < stop as f64 {
             self.quiet(quiet, full);
             self.t = t_k as u64;
             self.due = self.t.saturating_add(t_ns);
@@ -136,7 +154,7 @@ impl Sim<'_> {
             let last = at(lo, s_lo);
             self.due = (last as u64).saturating_add(t_ns);
             if !full {
-                self.last_quiet_at_stop(last, stop, t_eff, life, skipping);
+                self.last_quiet(last, Some(stop), t_eff, life, skipping);
             }
         }
         self.t = self.t.max(stop);
@@ -161,17 +179,18 @@ impl Sim<'_> {
     }
 
     /// The last quiet sample (at `last`, lifetime exponential with mean `life` but at most
-    /// `t_eff`) at the run's stop: if it is still alive, it becomes an ordinary short-lived
-    /// object, back in its slot (the FIFO's tail, where the rotation put it) until its free.
-    fn last_quiet_at_stop(&mut self, last: f64, stop: u64, t_eff: f64, life: f64, skipping: bool) {
-        if stop as f64 - last >= t_eff || life <= 0.0 {
+    /// `t_eff`): its lifetime is drawn now, and the object becomes an ordinary short-lived one,
+    /// back in its slot (the FIFO's tail, where the rotation put it) until its free; at a cut
+    /// (`stop`), only if it is still alive there.
+    fn last_quiet(&mut self, last: f64, stop: Option<u64>, t_eff: f64, life: f64, skipping: bool) {
+        if life <= 0.0 || stop.is_some_and(|s| s as f64 - last >= t_eff) {
             return;
         }
         // Inverse of the exponential's distribution truncated to (0, t_eff].
         let u = self.rng.unit();
         let l = -life * (-u * -(-t_eff / life).exp_m1()).ln_1p();
         let free = last + l;
-        if free <= stop as f64 {
+        if stop.is_some_and(|s| free <= s as f64) {
             return;
         }
         let site = self.uncovered_short_site(skipping);
