@@ -1565,6 +1565,89 @@ fn plan_apply_changes_exactly_the_knobs_it_prints() {
 }
 
 #[test]
+fn plan_reads_the_documented_toml_file_and_flags_override_it() {
+    let rt = runtime_dir("plan-toml");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/plan-example.toml");
+    let example = example.to_str().unwrap();
+    // The file gives the same plan as README's worked example given as flags.
+    let flags = [
+        "plan",
+        "--machines",
+        "1000",
+        "--rate",
+        "1000",
+        "--long-lived",
+        "1%",
+        "--long-lived-sites",
+        "500",
+        "--bug-per-hour",
+        "1",
+        "--within",
+        "1d",
+        "--format",
+        "json",
+    ];
+    let from_flags = ok(&rt, &flags);
+    let from_file = ok(&rt, &["plan", "--config", example, "--format", "json"]);
+    assert_eq!(from_file, from_flags);
+    let v: serde_json::Value = serde_json::from_str(&from_file).unwrap();
+    assert_eq!(v["recommended"]["settings"]["sample_interval"], 10422);
+    assert_eq!(v["workload"]["long_lived_sites"], 500);
+    // A flag overrides the file's value, and only that one.
+    let mut more = flags.to_vec();
+    more[2] = "5000";
+    let overridden = ok(
+        &rt,
+        &[
+            "plan",
+            "--config",
+            example,
+            "--machines",
+            "5000",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(overridden, ok(&rt, &more));
+    assert_ne!(overridden, from_file);
+    // Bad files: one line naming the key (or the line), nothing planned.
+    let dir = rt.join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (body, want) in [
+        ("machines = 5\nrte = 3\n", "unknown key 'rte'"),
+        (
+            "machines = [5]\n",
+            "key 'machines': array is not a number or a string",
+        ),
+        ("all = 3\n", "key 'all': '3' is not true or false"),
+        (
+            "machines = 5\nrate = \"abc\"\nbug-per-hour = 1\n",
+            "--rate: 'abc' is not a number",
+        ),
+        (
+            "machines = 5\nrate = 3\nbug_per_hour = -1\n",
+            "--bug-per-hour must be > 0",
+        ),
+        ("machines = 5\n\nrate = \n", "line 3: "),
+        (
+            "machines = 5\naccess = \"sideways\"\n",
+            "invalid value 'sideways' for '--access",
+        ),
+        (
+            "rate = 3\nbug-per-hour = 1\n",
+            "give the fleet's size: --machines N",
+        ),
+    ] {
+        let file = dir.join("plan.toml");
+        std::fs::write(&file, body).unwrap();
+        let err = fails(&rt, &["plan", "--config", file.to_str().unwrap()]);
+        assert!(err.contains(want), "{body:?}: {err}");
+    }
+    let err = fails(&rt, &["plan", "--config", "/nonexistent/plan.toml"]);
+    assert!(err.contains("cannot read /nonexistent/plan.toml"), "{err}");
+}
+
+#[test]
 fn plan_reports_the_model_and_refuses_bad_input() {
     let rt = runtime_dir("plan");
     let v: serde_json::Value = serde_json::from_str(&ok(
