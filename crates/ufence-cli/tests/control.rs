@@ -1565,6 +1565,57 @@ fn plan_apply_changes_exactly_the_knobs_it_prints() {
 }
 
 #[test]
+fn plan_all_says_it_averages_over_the_programs_it_measured() {
+    let rt = runtime_dir("plan-all");
+    let other = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plan-all/other-service");
+    std::fs::create_dir_all(other.parent().unwrap()).unwrap();
+    std::fs::copy(service(), &other).unwrap();
+    let a = start(&rt, "sample_interval=10", "run");
+    let b = start_program(&rt, "sample_interval=10", &other, &["run"]);
+    // Measuring needs 10 s of each process's life.
+    std::thread::sleep(Duration::from_millis(10_500));
+    let v: serde_json::Value = serde_json::from_str(&ok(
+        &rt,
+        &[
+            "plan",
+            "--machines",
+            "10",
+            "--bug-per-hour",
+            "1",
+            "--all",
+            "--format",
+            "json",
+        ],
+    ))
+    .unwrap();
+    let w = &v["workload"];
+    let name = service().file_name().unwrap().to_str().unwrap().to_string();
+    let mut want = vec![name, "other-service".to_string()];
+    want.sort();
+    assert_eq!(w["programs"], serde_json::json!(want), "{w}");
+    let source = w["source"].as_str().unwrap();
+    assert!(
+        source.starts_with("measured from 2 live processes of 2 programs (")
+            && source.contains("averaged over them; plan one program with --from PID"),
+        "{source}"
+    );
+    let one = ok(
+        &rt,
+        &[
+            "plan",
+            "--machines",
+            "10",
+            "--bug-per-hour",
+            "1",
+            "--from",
+            &a.pid.to_string(),
+        ],
+    );
+    assert!(one.contains("measured from 1 live process"), "{one}");
+    drop((a, b));
+}
+
+#[test]
 fn plan_reads_the_documented_toml_file_and_flags_override_it() {
     let rt = runtime_dir("plan-toml");
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/plan-example.toml");
