@@ -407,29 +407,69 @@ fn prometheus_and_json_output_parse() {
     // every sample line must come back as one typed sample.
     let scrape = prometheus_parse::Scrape::parse(prom.lines().map(|l| Ok(l.to_string())))
         .expect("parsing the Prometheus text");
+    // The summaries (sampled lifetimes and ages): the parser folds each label set's quantile
+    // lines into one sample; their `_sum` and `_count` stay lines of their own.
+    let summaries: Vec<&str> = prom
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" summary"))
+        .collect();
+    assert_eq!(
+        summaries,
+        [
+            "ufence_sampled_lifetime_seconds",
+            "ufence_sampled_alive_age_seconds"
+        ],
+        "{prom}"
+    );
     let sample_lines = prom
         .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.contains("quantile=\""))
+        .count();
+    // One per label set with quantiles (an empty one, no objects, has only its sum and count).
+    let summary_sets = prom
+        .lines()
+        .filter(|l| l.contains("quantile=\"0.5\""))
         .count();
     assert_eq!(
         scrape.samples.len(),
-        sample_lines,
+        sample_lines + summary_sets,
         "lines lost by the parser:\n{prom}"
     );
     let parsed: Vec<String> = scrape
         .samples
         .iter()
         .map(|s| {
+            let of_summary = |suffix: &str| {
+                s.metric
+                    .strip_suffix(suffix)
+                    .is_some_and(|m| summaries.contains(&m))
+            };
             let (kind, v) = match s.value {
                 prometheus_parse::Value::Counter(v) => ("counter", v),
                 prometheus_parse::Value::Gauge(v) => ("gauge", v),
+                prometheus_parse::Value::Summary(ref q) => {
+                    let qs: Vec<f64> = q.iter().map(|c| c.quantile).collect();
+                    assert!(qs.iter().all(|x| [0.5, 0.9, 1.0].contains(x)), "{qs:?}");
+                    ("summary", q.len() as f64)
+                }
+                prometheus_parse::Value::Untyped(v)
+                    if of_summary("_sum") || of_summary("_count") =>
+                {
+                    ("summary part", v)
+                }
                 ref other => panic!("untyped sample {} {other:?}\n{prom}", s.metric),
             };
             let mut labels: Vec<String> =
                 s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             labels.sort();
+            let family = s
+                .metric
+                .strip_suffix("_sum")
+                .or_else(|| s.metric.strip_suffix("_count"))
+                .filter(|m| summaries.contains(m))
+                .unwrap_or(&s.metric);
             assert!(
-                scrape.docs.contains_key(&s.metric),
+                scrape.docs.contains_key(family),
                 "{} has no HELP\n{prom}",
                 s.metric
             );
