@@ -507,6 +507,7 @@ fn machine(sc: &Scenario, index: u64, m: &mut Machine, best: &AtomicU64) -> Mach
     // bridges and while a use-after-free is pending.
     let fast = !sc.exact && interval > 0 && rate == 0 && s.burst == 0 && w.rate > 0.0;
     let mut step_once = false;
+    let mut dense = 0u32;
 
     loop {
         let limit = if sc.fleet_first_only {
@@ -514,7 +515,9 @@ fn machine(sc: &Scenario, index: u64, m: &mut Machine, best: &AtomicU64) -> Mach
         } else {
             horizon
         };
-        if fast && !step_once && sim.m.checks.is_empty() {
+        if dense > 0 {
+            dense -= 1;
+        } else if fast && !step_once && sim.m.checks.is_empty() {
             if sim.m.fifo.is_empty() && sim.m.frees.is_empty() {
                 break; // stuck full: as below
             }
@@ -525,6 +528,7 @@ fn machine(sc: &Scenario, index: u64, m: &mut Machine, best: &AtomicU64) -> Mach
                     step_once = true;
                     continue;
                 }
+                quiet::Step::Dense => dense = quiet::DENSE_STEPS,
             }
         }
         step_once = false;

@@ -65,8 +65,9 @@ fn agree(name: &str, sc: &Scenario, min_jumped: f64) {
     assert_eq!(exact_jumped, 0.0, "{name}: the reference jumped");
     assert!(
         jumped >= min_jumped,
-        "{name}: the fast path jumped over only {:.1} % of the samples",
-        jumped * 100.0
+        "{name}: the fast path jumped over only {:.1} % of the samples (want {:.0} %)",
+        jumped * 100.0,
+        min_jumped * 100.0
     );
     for ((stat, a, sa), (_, b, sb)) in fast.iter().zip(&exact) {
         let se = (sa * sa + sb * sb).sqrt();
@@ -124,19 +125,19 @@ fn short_lived_objects_that_outlive_the_interval_and_a_pending_use_after_free() 
         40.0,
         600.0,
     );
-    agree("uaf", &sc, 0.8);
+    agree("uaf", &sc, 0.6);
 }
 
 #[test]
 fn the_adaptive_interval_as_long_lived_objects_fill_the_pool() {
     // 3 % long-lived from 400 sites fill 32 slots in about 2 minutes at 100 ms; the adaptive
     // interval stretches from half full, and shortens again when short-lived objects
-    // (lifetime 300 ms, outliving most intervals) are freed.
+    // (lifetime 50 ms, 14 % of them outliving the 100 ms interval) are freed.
     let sc = scenario(
         Workload {
             rate: 50.0,
             long_lived: 0.03,
-            lifetime_s: 0.3,
+            lifetime_s: 0.05,
             long_lived_sites: 400,
         },
         Settings {
@@ -152,30 +153,30 @@ fn the_adaptive_interval_as_long_lived_objects_fill_the_pool() {
         60.0,
         600.0,
     );
-    agree("adaptive", &sc, 0.3);
+    agree("adaptive", &sc, 0.4);
 }
 
 #[test]
 fn a_full_pool_with_frees_pending() {
-    // Objects living 2 s on average at 10 samples a second: 8 slots are full most of the
-    // time, and samples are refused until one is freed.
+    // 8 slots: 2 % long-lived from 4 sites hold 6 or 7 of them (covered-site skipping at 75 %),
+    // and the short-lived objects that outlive the interval (lifetime 40 ms: 8 %) take the
+    // rest, so the pool is often full while frees are pending and samples are refused.
     let sc = scenario(
         Workload {
             rate: 1000.0,
-            long_lived: 0.0,
-            lifetime_s: 2.0,
+            long_lived: 0.02,
+            lifetime_s: 0.04,
             long_lived_sites: 4,
         },
         Settings {
             num_objects: 8,
-            skip_covered_thresh: 100,
             ..Settings::DEFAULT
         },
         Kind::DoubleFree { delay_s: 0.0 },
         30.0,
         300.0,
     );
-    agree("full", &sc, 0.5);
+    agree("full", &sc, 0.6);
 }
 
 #[test]
@@ -199,5 +200,5 @@ fn long_quiet_runs_taken_in_parts_before_near_stops() {
         400.0,
     );
     sc.checkpoints = vec![10.0, 10.03, 10.06, 10.09, 30.0, 30.05, 400.0];
-    agree("parts", &sc, 0.8);
+    agree("parts", &sc, 0.9);
 }

@@ -38,7 +38,15 @@ pub(super) enum Step {
     /// At the next event the run must not pass (the clock is there, and no sample between):
     /// the step-by-step code takes that event.
     Bridged,
+    /// Nothing done: runs would be a sample or two, where stepping is cheaper than jumping;
+    /// the step-by-step code takes the next events (`DENSE_STEPS` of them).
+    Dense,
 }
+
+/// Above this chance that a sample is special, the step-by-step code takes the next
+/// `DENSE_STEPS` events before the fast path looks again.
+const DENSE: f64 = 0.2;
+pub(super) const DENSE_STEPS: u32 = 64;
 
 /// Samples in a run without any special one (beyond any horizon at any interval >= 1 ms).
 const NEVER: u64 = 1 << 52;
@@ -81,6 +89,9 @@ impl Sim<'_> {
         } else {
             (w_bug + w_long + w_refused + w_outlives).min(1.0)
         };
+        if p > DENSE {
+            return Step::Dense;
+        }
         let quiet = if p <= 0.0 {
             NEVER
         } else if p >= 1.0 {
