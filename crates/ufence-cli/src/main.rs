@@ -6,6 +6,7 @@ mod demo;
 mod exporter;
 mod objects;
 mod plan;
+mod plan_file;
 mod preload;
 mod ps;
 mod run;
@@ -149,14 +150,15 @@ fn cli() -> Command {
             };
             Command::new("plan")
                 .about("Recommend sampling settings for a fleet and predict the time to find a bug (docs/fleet-model.md)")
-                .arg(v("machines", "N", "Machines (processes) in the fleet").required(true))
+                .arg(v("config", "FILE", "Read the inputs from a TOML file (docs/plan-example.toml): its keys are these flags' names; flags given here override it"))
+                .arg(v("machines", "N", "Machines (processes) in the fleet (required, here or in --config)"))
                 .arg(v("rate", "ALLOCS_PER_S", "Allocations per second per process (describes the workload)"))
                 .arg(v("from", "PID", "Measure the workload from this live process (and --apply to it)").conflicts_with("all"))
                 .arg(Arg::new("all").long("all").action(ArgAction::SetTrue).help("Measure the workload from every live process of this host (and --apply to them)"))
                 .arg(v("long-lived", "FRACTION", "Fraction of allocations never freed: 0.1 or 10% [default: 0, or measured]"))
                 .arg(v("lifetime", "DURATION", "Mean lifetime of the other objects [default: 0.01s, or measured]"))
                 .arg(v("long-lived-sites", "K", "Allocation sites of the long-lived objects [default: 4, or measured]"))
-                .arg(v("bug-per-hour", "R", "Executions of the bug path per hour per machine").required(true))
+                .arg(v("bug-per-hour", "R", "Executions of the bug path per hour per machine (required, here or in --config)"))
                 .arg(v("kind", "KIND", "uaf, overflow, underflow, double-free [default: uaf]"))
                 .arg(v("bytes", "B", "How far an overflow or underflow reaches, in bytes [default: 1]"))
                 .arg(Arg::new("access").long("access").value_parser(["read", "write"]).help("Access of an overflow or underflow [default: write]"))
@@ -203,6 +205,7 @@ fn cli() -> Command {
                 .arg(v("seed", "N", "Same seed, same result [default: 1]"))
                 .arg(v("runs", "R", "Simulate R fleets and report the distribution of the fleet's first detection (each fleet stops at its first) [default: 1]"))
                 .arg(v("threads", "N", "Worker threads (the result does not depend on them) [default: all cores]"))
+                .arg(Arg::new("exact").long("exact").action(clap::ArgAction::SetTrue).help("Step through every sample (the reference simulator; slower) instead of jumping over runs of short-lived samples"))
                 .arg(Arg::new("format").long("format").value_parser(["text", "json"]).default_value("text"))
         })
         .subcommand(
@@ -360,7 +363,14 @@ fn main() -> ExitCode {
         Some(("stats", m)) => stats::main(m),
         Some(("objects", m)) => objects::main(m),
         Some(("set", m)) => set::main(m),
-        Some(("plan", m)) => plan::main(m),
+        Some(("plan", m)) => {
+            let verb = cli().find_subcommand("plan").expect("plan").clone();
+            match plan_file::merged(m, verb) {
+                Ok(Some(merged)) => plan::main(&merged),
+                Ok(None) => plan::main(m),
+                Err(e) => Err(e),
+            }
+        }
         Some(("simulate", m)) => simulate::main(m),
         Some(("top", m)) => top::main(m),
         Some(("symbolize", m)) => {

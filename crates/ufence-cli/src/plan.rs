@@ -212,13 +212,25 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
             now.cpu_percent, budget.cpu_percent
         ));
     }
+    // `--all` averages the workload over its processes, whatever their programs: say so, and
+    // which programs, so that a mixed host is not read as one workload.
+    let mut programs: Vec<String> = live
+        .iter()
+        .map(|s| s.exe_raw().rsplit('/').next().unwrap_or("").to_string())
+        .collect();
+    programs.sort();
+    programs.dedup();
     let source = if described || live.is_empty() {
         "described".to_string()
+    } else if live.len() == 1 {
+        "measured from 1 live process".to_string()
     } else {
         format!(
-            "measured from {} live process{}",
+            "measured from {} live processes of {} program{} ({}), averaged over them; plan one program with --from PID",
             live.len(),
-            if live.len() == 1 { "" } else { "es" }
+            programs.len(),
+            if programs.len() == 1 { "" } else { "s" },
+            programs.join(", ")
         )
     };
     let format = m.get_one::<String>("format").map_or("text", String::as_str);
@@ -228,6 +240,7 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
                 "machines": machines,
                 "workload": {
                     "source": source,
+                    "programs": if described { Vec::new() } else { programs.clone() },
                     "allocations_per_second": workload.rate,
                     "long_lived_fraction": workload.long_lived,
                     "lifetime_seconds": workload.lifetime_s,

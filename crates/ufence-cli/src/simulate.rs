@@ -74,6 +74,7 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
         seed,
         checkpoints: checkpoints.clone(),
         fleet_first_only: false,
+        exact: m.get_flag("exact"),
     };
     let model = plan::predict(
         machines,

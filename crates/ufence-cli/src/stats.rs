@@ -58,7 +58,7 @@ pub fn main(m: &ArgMatches) -> Result<u8, String> {
                 .map(|s| (s, metrics::process_labels(s, false)))
                 .collect();
             let mut out = metrics::processes(&labelled);
-            workload_prometheus(&labelled, &mut out);
+            metrics::workload(&labelled, &mut out);
             out
         }
         other => {
@@ -127,101 +127,6 @@ fn secs(s: f64) -> String {
 fn lifetimes_json(v: &[u64]) -> Value {
     let q = |p| runtime::Lifetimes::quantile(v, p).map(|n| n as f64 / 1e9);
     json!({"count": v.len(), "p50_seconds": q(0.5), "p90_seconds": q(0.9), "max_seconds": q(1.0)})
-}
-
-/// The workload families of `stats --format prometheus` (not the exporter's: they read the
-/// slot table, which a scrape of every process leaves alone).
-fn workload_prometheus(procs: &[(&Snapshot, String)], out: &mut String) {
-    metrics::header(
-        out,
-        "ufence_allocations_seen_total",
-        "counter",
-        "Allocations the sampler has seen (estimate)",
-    );
-    for (s, labels) in procs {
-        let _ = writeln!(
-            out,
-            "ufence_allocations_seen_total{{{labels}}} {}",
-            s.workload().allocations_seen
-        );
-    }
-    metrics::header(
-        out,
-        "ufence_pool_full_seconds_total",
-        "counter",
-        "Time the pool spent full (samples refused for capacity)",
-    );
-    for (s, labels) in procs {
-        let _ = writeln!(
-            out,
-            "ufence_pool_full_seconds_total{{{labels}}} {}",
-            s.workload().full_s
-        );
-    }
-    metrics::header(
-        out,
-        "ufence_sampled_lifetime_seconds",
-        "gauge",
-        "Lifetimes of the freed sampled objects the slot table describes, by quantile (1: the longest)",
-    );
-    let all: Vec<_> = procs.iter().map(|(s, _)| runtime::lifetimes(s)).collect();
-    for ((_, labels), l) in procs.iter().zip(&all) {
-        let Ok(l) = l else { continue };
-        for q in [0.5, 0.9, 1.0] {
-            if let Some(v) = runtime::Lifetimes::quantile(&l.freed_ns, q) {
-                let _ = writeln!(
-                    out,
-                    "ufence_sampled_lifetime_seconds{{{labels},quantile=\"{q}\"}} {}",
-                    v as f64 / 1e9
-                );
-            }
-        }
-    }
-    metrics::header(
-        out,
-        "ufence_sampled_freed_objects",
-        "gauge",
-        "Freed sampled objects the slot table describes",
-    );
-    for ((_, labels), l) in procs.iter().zip(&all) {
-        if let Ok(l) = l {
-            let _ = writeln!(
-                out,
-                "ufence_sampled_freed_objects{{{labels}}} {}",
-                l.freed_ns.len()
-            );
-        }
-    }
-    metrics::header(
-        out,
-        "ufence_sampled_alive_objects",
-        "gauge",
-        "Sampled objects still allocated",
-    );
-    for ((_, labels), l) in procs.iter().zip(&all) {
-        if let Ok(l) = l {
-            let _ = writeln!(
-                out,
-                "ufence_sampled_alive_objects{{{labels}}} {}",
-                l.alive_ns.len()
-            );
-        }
-    }
-    metrics::header(
-        out,
-        "ufence_sampled_alive_age_max_seconds",
-        "gauge",
-        "Age of the oldest sampled object still allocated",
-    );
-    for ((_, labels), l) in procs.iter().zip(&all) {
-        if let Ok(l) = l {
-            let age = l.alive_ns.last().copied().unwrap_or(0) as f64 / 1e9;
-            let _ = writeln!(
-                out,
-                "ufence_sampled_alive_age_max_seconds{{{labels}}} {age}"
-            );
-        }
-    }
 }
 
 /// A counter's KFENCE name as a JSON key: `skipped allocations (covered)` →

@@ -407,29 +407,69 @@ fn prometheus_and_json_output_parse() {
     // every sample line must come back as one typed sample.
     let scrape = prometheus_parse::Scrape::parse(prom.lines().map(|l| Ok(l.to_string())))
         .expect("parsing the Prometheus text");
+    // The summaries (sampled lifetimes and ages): the parser folds each label set's quantile
+    // lines into one sample; their `_sum` and `_count` stay lines of their own.
+    let summaries: Vec<&str> = prom
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" summary"))
+        .collect();
+    assert_eq!(
+        summaries,
+        [
+            "ufence_sampled_lifetime_seconds",
+            "ufence_sampled_alive_age_seconds"
+        ],
+        "{prom}"
+    );
     let sample_lines = prom
         .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.contains("quantile=\""))
+        .count();
+    // One per label set with quantiles (an empty one, no objects, has only its sum and count).
+    let summary_sets = prom
+        .lines()
+        .filter(|l| l.contains("quantile=\"0.5\""))
         .count();
     assert_eq!(
         scrape.samples.len(),
-        sample_lines,
+        sample_lines + summary_sets,
         "lines lost by the parser:\n{prom}"
     );
     let parsed: Vec<String> = scrape
         .samples
         .iter()
         .map(|s| {
+            let of_summary = |suffix: &str| {
+                s.metric
+                    .strip_suffix(suffix)
+                    .is_some_and(|m| summaries.contains(&m))
+            };
             let (kind, v) = match s.value {
                 prometheus_parse::Value::Counter(v) => ("counter", v),
                 prometheus_parse::Value::Gauge(v) => ("gauge", v),
+                prometheus_parse::Value::Summary(ref q) => {
+                    let qs: Vec<f64> = q.iter().map(|c| c.quantile).collect();
+                    assert!(qs.iter().all(|x| [0.5, 0.9, 1.0].contains(x)), "{qs:?}");
+                    ("summary", q.len() as f64)
+                }
+                prometheus_parse::Value::Untyped(v)
+                    if of_summary("_sum") || of_summary("_count") =>
+                {
+                    ("summary part", v)
+                }
                 ref other => panic!("untyped sample {} {other:?}\n{prom}", s.metric),
             };
             let mut labels: Vec<String> =
                 s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             labels.sort();
+            let family = s
+                .metric
+                .strip_suffix("_sum")
+                .or_else(|| s.metric.strip_suffix("_count"))
+                .filter(|m| summaries.contains(m))
+                .unwrap_or(&s.metric);
             assert!(
-                scrape.docs.contains_key(&s.metric),
+                scrape.docs.contains_key(family),
                 "{} has no HELP\n{prom}",
                 s.metric
             );
@@ -1408,7 +1448,27 @@ fn stats_show_allocation_rate_lifetimes_and_time_full() {
         &rt,
         &["stats", &svc.pid.to_string(), "--format", "prometheus"],
     );
-    assert!(prom.contains("ufence_sampled_freed_objects{"), "{prom}");
+    // The same slot table as a Prometheus summary.
+    let series = |name: &str| {
+        prom.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{pid=\"{}\",", svc.pid)))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {prom}"))
+    };
+    assert!(
+        prom.contains("# TYPE ufence_sampled_lifetime_seconds summary"),
+        "{prom}"
+    );
+    assert_eq!(
+        series("ufence_sampled_lifetime_seconds_count")
+            + series("ufence_sampled_alive_age_seconds_count"),
+        8.0,
+        "{prom}"
+    );
+    assert!(
+        series("ufence_allocation_rate_per_second") >= 60.0,
+        "{prom}"
+    );
     drop(svc);
 
     // `hoard` leaks one allocation in four: four slots fill with objects that stay, and the
@@ -1430,8 +1490,19 @@ fn stats_show_allocation_rate_lifetimes_and_time_full() {
         &rt,
         &["stats", &svc.pid.to_string(), "--format", "prometheus"],
     );
-    assert!(prom.contains("ufence_pool_full_seconds_total{"), "{prom}");
-    assert!(prom.contains("ufence_sampled_alive_objects{"), "{prom}");
+    let series = |name: &str| {
+        prom.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{pid=\"{}\",", svc.pid)))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {prom}"))
+    };
+    assert_eq!(series("ufence_pool_full"), 1.0, "{prom}");
+    assert_eq!(
+        series("ufence_sampled_alive_age_seconds_count"),
+        4.0,
+        "{prom}"
+    );
+    assert!(series("ufence_pool_full_seconds_total") >= 1.0, "{prom}");
 }
 
 /// The runtime knobs as `stats --format json` shows them.
@@ -1531,6 +1602,140 @@ fn plan_apply_changes_exactly_the_knobs_it_prints() {
         ],
     );
     assert!(err.contains("no process 999999999"), "{err}");
+}
+
+#[test]
+fn plan_all_says_it_averages_over_the_programs_it_measured() {
+    let rt = runtime_dir("plan-all");
+    let other = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plan-all/other-service");
+    std::fs::create_dir_all(other.parent().unwrap()).unwrap();
+    std::fs::copy(service(), &other).unwrap();
+    let a = start(&rt, "sample_interval=10", "run");
+    let b = start_program(&rt, "sample_interval=10", &other, &["run"]);
+    // Measuring needs 10 s of each process's life.
+    std::thread::sleep(Duration::from_millis(10_500));
+    let v: serde_json::Value = serde_json::from_str(&ok(
+        &rt,
+        &[
+            "plan",
+            "--machines",
+            "10",
+            "--bug-per-hour",
+            "1",
+            "--all",
+            "--format",
+            "json",
+        ],
+    ))
+    .unwrap();
+    let w = &v["workload"];
+    let name = service().file_name().unwrap().to_str().unwrap().to_string();
+    let mut want = vec![name, "other-service".to_string()];
+    want.sort();
+    assert_eq!(w["programs"], serde_json::json!(want), "{w}");
+    let source = w["source"].as_str().unwrap();
+    assert!(
+        source.starts_with("measured from 2 live processes of 2 programs (")
+            && source.contains("averaged over them; plan one program with --from PID"),
+        "{source}"
+    );
+    let one = ok(
+        &rt,
+        &[
+            "plan",
+            "--machines",
+            "10",
+            "--bug-per-hour",
+            "1",
+            "--from",
+            &a.pid.to_string(),
+        ],
+    );
+    assert!(one.contains("measured from 1 live process"), "{one}");
+    drop((a, b));
+}
+
+#[test]
+fn plan_reads_the_documented_toml_file_and_flags_override_it() {
+    let rt = runtime_dir("plan-toml");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/plan-example.toml");
+    let example = example.to_str().unwrap();
+    // The file gives the same plan as README's worked example given as flags.
+    let flags = [
+        "plan",
+        "--machines",
+        "1000",
+        "--rate",
+        "1000",
+        "--long-lived",
+        "1%",
+        "--long-lived-sites",
+        "500",
+        "--bug-per-hour",
+        "1",
+        "--within",
+        "1d",
+        "--format",
+        "json",
+    ];
+    let from_flags = ok(&rt, &flags);
+    let from_file = ok(&rt, &["plan", "--config", example, "--format", "json"]);
+    assert_eq!(from_file, from_flags);
+    let v: serde_json::Value = serde_json::from_str(&from_file).unwrap();
+    assert_eq!(v["recommended"]["settings"]["sample_interval"], 10422);
+    assert_eq!(v["workload"]["long_lived_sites"], 500);
+    // A flag overrides the file's value, and only that one.
+    let mut more = flags.to_vec();
+    more[2] = "5000";
+    let overridden = ok(
+        &rt,
+        &[
+            "plan",
+            "--config",
+            example,
+            "--machines",
+            "5000",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(overridden, ok(&rt, &more));
+    assert_ne!(overridden, from_file);
+    // Bad files: one line naming the key (or the line), nothing planned.
+    let dir = rt.join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (body, want) in [
+        ("machines = 5\nrte = 3\n", "unknown key 'rte'"),
+        (
+            "machines = [5]\n",
+            "key 'machines': array is not a number or a string",
+        ),
+        ("all = 3\n", "key 'all': '3' is not true or false"),
+        (
+            "machines = 5\nrate = \"abc\"\nbug-per-hour = 1\n",
+            "--rate: 'abc' is not a number",
+        ),
+        (
+            "machines = 5\nrate = 3\nbug_per_hour = -1\n",
+            "--bug-per-hour must be > 0",
+        ),
+        ("machines = 5\n\nrate = \n", "line 3: "),
+        (
+            "machines = 5\naccess = \"sideways\"\n",
+            "invalid value 'sideways' for '--access",
+        ),
+        (
+            "rate = 3\nbug-per-hour = 1\n",
+            "give the fleet's size: --machines N",
+        ),
+    ] {
+        let file = dir.join("plan.toml");
+        std::fs::write(&file, body).unwrap();
+        let err = fails(&rt, &["plan", "--config", file.to_str().unwrap()]);
+        assert!(err.contains(want), "{body:?}: {err}");
+    }
+    let err = fails(&rt, &["plan", "--config", "/nonexistent/plan.toml"]);
+    assert!(err.contains("cannot read /nonexistent/plan.toml"), "{err}");
 }
 
 #[test]

@@ -236,6 +236,20 @@ fn a_full_pool_that_stops_sampling_is_starving() {
     );
     assert_eq!(value(&m, &series(busy.pid)), 0.0, "{m}");
     assert_eq!(value(&m, "ufence_host_starving_processes"), 1.0);
+    // The workload families say why: the pool is full, has been for a while, and the leaking
+    // process's 16 sampled objects are all still allocated (a summary of their ages).
+    let of = |name: &str, pid: u32| value(&m, &format!("{name}{{pid=\"{pid}\","));
+    assert_eq!(of("ufence_pool_full", full.pid), 1.0, "{m}");
+    assert_eq!(of("ufence_pool_full", busy.pid), 0.0, "{m}");
+    assert!(of("ufence_pool_full_seconds_total", full.pid) > 0.0, "{m}");
+    assert!(of("ufence_allocations_seen_total", full.pid) >= 16.0, "{m}");
+    assert_eq!(
+        of("ufence_sampled_alive_age_seconds_count", full.pid),
+        16.0,
+        "{m}"
+    );
+    assert!(m.contains("# TYPE ufence_sampled_alive_age_seconds summary\n"));
+    assert!(m.contains("# TYPE ufence_allocations_seen_total counter\n"));
 }
 
 /// A Prometheus server on loopback, with its data in a temporary directory; killed and reaped
@@ -407,6 +421,17 @@ fn a_fleet_scraped_by_prometheus_agrees_with_triage_and_the_bugs_planted() {
             ("use-after-free".to_string(), 2.0)
         ]
     );
+    // The workload of every live process, as Prometheus parsed it (a malformed family would
+    // fail the whole scrape): one age summary each, and its counters.
+    assert_eq!(
+        prom.scalar("count(ufence_sampled_alive_age_seconds_count)"),
+        Some(3.0)
+    );
+    assert_eq!(prom.scalar("count(ufence_pool_full == 0)"), Some(3.0));
+    assert_eq!(
+        prom.scalar("count(ufence_allocations_seen_total > 0)"),
+        Some(3.0)
+    );
     let errors = prom.query("ufence_exporter_control_file_errors > 0");
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].0["instance"], targets[2].as_str());
@@ -489,6 +514,18 @@ tests:
         values: '0 0 0 1x30'
       - series: 'ufence_exporter_control_file_errors{{instance="h1:9477",job="ufence"}}'
         values: '0x40'
+      - series: 'ufence_pool_full_seconds_total{{instance="h1:9477",job="ufence",pid="42",exe="app",uid="0",state="live"}}'
+        values: '0+60x60'
+      - series: 'ufence_allocations_seen_total{{instance="h1:9477",job="ufence",pid="42",exe="app",uid="0",state="live"}}'
+        values: '0+6000x60'
+      - series: 'ufence_pool_full_seconds_total{{instance="h1:9477",job="ufence",pid="43",exe="half",uid="0",state="live"}}'
+        values: '0+30x60'
+      - series: 'ufence_allocations_seen_total{{instance="h1:9477",job="ufence",pid="43",exe="half",uid="0",state="live"}}'
+        values: '0+6000x60'
+      - series: 'ufence_pool_full_seconds_total{{instance="h1:9477",job="ufence",pid="44",exe="idle",uid="0",state="live"}}'
+        values: '0+60x60'
+      - series: 'ufence_allocations_seen_total{{instance="h1:9477",job="ufence",pid="44",exe="idle",uid="0",state="live"}}'
+        values: '5x60'
     alert_rule_test:
       - eval_time: 10m
         alertname: UfencePoolStarving
@@ -516,6 +553,16 @@ tests:
       - eval_time: 40m
         alertname: UfenceUnreadableControlFiles
         exp_alerts: []
+      - eval_time: 35m
+        alertname: UfencePoolFullWhileAllocating
+        exp_alerts: []
+      - eval_time: 50m
+        alertname: UfencePoolFullWhileAllocating
+        exp_alerts:
+          - exp_labels: {{severity: warning, {proc_labels}}}
+            exp_annotations:
+              summary: "ufence pool full 100% of the time: app (pid 42) on h1:9477"
+              description: "Samples are refused for capacity. Run `ufence plan --from 42` on the host; usually adaptive=1, a lower skip_covered_thresh or a larger num_objects."
 "#,
         rules = docs.join("ufence-alerts.yml").display()
     );

@@ -1,6 +1,7 @@
 //! The exporter's scrape: every control file of the runtime directories it may read, live and
-//! stale, rendered as Prometheus metrics with host-level sums, the starvation signal, and the
-//! reports found in report directories.
+//! stale, rendered as Prometheus metrics with host-level sums, the starvation signal, the
+//! workload of live processes (allocation rate, time the pool spent full, sampled lifetimes:
+//! what `ufence plan` reads), and the reports found in report directories.
 //!
 //! Nothing here trusts a file: a control file that cannot be read or validated (hostile,
 //! truncated, another user's, another version's) is left out of that scrape and counted in
@@ -190,6 +191,14 @@ impl Exporter {
             procs.iter().map(|p| (&p.snap, p.labels.clone())).collect();
         let mut out = metrics::processes(&labelled);
         let live: Vec<&Proc> = procs.iter().filter(|p| p.snap.live()).collect();
+        // The workload (the planner's inputs) of live processes: a dead one's slot table
+        // describes its last moments, and its ages would keep growing.
+        let live_labelled: Vec<(&Snapshot, String)> = labelled
+            .iter()
+            .filter(|(s, _)| s.live())
+            .map(|(s, l)| (*s, l.clone()))
+            .collect();
+        metrics::workload(&live_labelled, &mut out);
         header(
             &mut out,
             "ufence_seconds_since_last_sample",

@@ -124,3 +124,90 @@ pub fn processes(procs: &[(&Snapshot, String)]) -> String {
     }
     out
 }
+
+/// A summary family of durations in seconds (p50, p90, the longest; their sum and count), one
+/// series set per process whose slot table could be read. The values describe the slot table
+/// as it is now (the last object of each slot), so `_sum` and `_count` can go down: read them
+/// as gauges, not with `rate()`.
+fn summary(out: &mut String, name: &str, help: &str, rows: &[(&str, &[u64])]) {
+    header(out, name, "summary", help);
+    for (labels, v) in rows {
+        for q in [0.5, 0.9, 1.0] {
+            if let Some(x) = crate::runtime::Lifetimes::quantile(v, q) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{labels},quantile=\"{q}\"}} {}",
+                    x as f64 / 1e9
+                );
+            }
+        }
+        let sum: u64 = v.iter().fold(0u64, |a, &x| a.saturating_add(x));
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", sum as f64 / 1e9);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", v.len());
+    }
+}
+
+/// The workload families (what `ufence plan` reads from a process): allocations seen, the
+/// allocation rate, the time the pool spent full, and the lifetimes of the sampled objects
+/// (freed ones, and the ages of those still allocated) from the slot table. A process whose
+/// slot table cannot be read (it went away meanwhile, a damaged file) has no lifetime series.
+pub fn workload(procs: &[(&Snapshot, String)], out: &mut String) {
+    let w: Vec<_> = procs.iter().map(|(s, _)| s.workload()).collect();
+    type Value = dyn Fn(&crate::runtime::Workload) -> String;
+    let families: [(&str, &str, &str, &Value); 4] = [
+        (
+            "ufence_allocations_seen_total",
+            "counter",
+            "Allocations the sampler has seen, sampled or not (an estimate, updated at each sample)",
+            &|w| w.allocations_seen.to_string(),
+        ),
+        (
+            "ufence_allocation_rate_per_second",
+            "gauge",
+            "Allocations seen per second since ufence started in the process (0 in its first second)",
+            &|w| format!("{:.3}", w.rate_per_s),
+        ),
+        (
+            "ufence_pool_full_seconds_total",
+            "counter",
+            "Time the pool spent full (samples refused for capacity), the current full period included",
+            &|w| format!("{:.3}", w.full_s),
+        ),
+        (
+            "ufence_pool_full",
+            "gauge",
+            "1 while the pool is full (its last sample found no free slot)",
+            &|w| u8::from(w.full_now).to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        header(out, name, kind, help);
+        for ((_, labels), w) in procs.iter().zip(&w) {
+            let _ = writeln!(out, "{name}{{{labels}}} {}", value(w));
+        }
+    }
+    let lifetimes: Vec<_> = procs
+        .iter()
+        .map(|(s, l)| (l.as_str(), crate::runtime::lifetimes(s)))
+        .collect();
+    let freed: Vec<(&str, &[u64])> = lifetimes
+        .iter()
+        .filter_map(|(l, r)| r.as_ref().ok().map(|r| (*l, r.freed_ns.as_slice())))
+        .collect();
+    summary(
+        out,
+        "ufence_sampled_lifetime_seconds",
+        "Lifetimes of the freed sampled objects the slot table describes now (the last of each slot)",
+        &freed,
+    );
+    let alive: Vec<(&str, &[u64])> = lifetimes
+        .iter()
+        .filter_map(|(l, r)| r.as_ref().ok().map(|r| (*l, r.alive_ns.as_slice())))
+        .collect();
+    summary(
+        out,
+        "ufence_sampled_alive_age_seconds",
+        "Ages of the sampled objects still allocated (long-lived objects show here as old ages)",
+        &alive,
+    );
+}
