@@ -38,11 +38,18 @@ impl Covered {
         unsafe { &*self.counters.add(i & self.mask) }
     }
 
+    /// The site's two counters. The site hash is mixed again first (MurmurHash3's 64-bit
+    /// finaliser): its low bit is always set and hashes of neighbouring sites are correlated, so
+    /// taken as it is it used half the counters for the first index and gave about twice an
+    /// ideal filter's false positives (measured by the fleet simulator against the model).
     fn indices(h: u64) -> [usize; 2] {
-        [
-            h as usize,
-            (h >> 32) as usize ^ (h as usize).rotate_left(17),
-        ]
+        let mut m = h;
+        m ^= m >> 33;
+        m = m.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        m ^= m >> 33;
+        m = m.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        m ^= m >> 33;
+        [m as usize, (m >> 32) as usize]
     }
 
     pub fn add(&self, h: u64) {
@@ -113,5 +120,43 @@ mod tests {
         c.remove(a); // never below zero
         c.add(b);
         assert!(c.contains(b) && !c.contains(a));
+    }
+
+    /// Sites shaped like real ones: the same outer frames, inner frames at nearby call sites of
+    /// one module; and the fleet simulator's one-frame sites at consecutive addresses.
+    fn sites(shape: usize, i: usize) -> u64 {
+        let base = 0x5555_5555_0000usize;
+        match shape {
+            0 => site_hash(&[
+                base + 0x1140 + 0x30 * (i % 37),
+                base + 0x2200 + 0x18 * (i / 37),
+                base + 0x3000,
+                0x7fff_f7c2_7249,
+            ]),
+            _ => site_hash(&[1000 + i]),
+        }
+    }
+
+    #[test]
+    fn false_positives_close_to_an_ideal_filter() {
+        // 255 slots: 1024 counters. With 200 sites in, an ideal filter with two independent
+        // hashes takes (1 - e^(-400/1024))^2 = 10.4 % of new sites for covered ones.
+        for shape in 0..2 {
+            let c = Covered::new(255).unwrap();
+            for i in 0..200 {
+                c.add(sites(shape, i));
+            }
+            let probes = 200..20_200;
+            let fp = probes
+                .clone()
+                .filter(|&i| c.contains(sites(shape, i)))
+                .count();
+            let rate = fp as f64 / probes.len() as f64;
+            eprintln!("shape {shape}: false-positive rate {rate:.3}");
+            assert!(
+                rate < 0.13,
+                "shape {shape}: false-positive rate {rate:.3} (ideal 0.104)"
+            );
+        }
     }
 }
