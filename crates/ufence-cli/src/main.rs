@@ -168,7 +168,7 @@ fn cli() -> Command {
                 .arg(v("within", "DURATION", "Target: 90 % chance of a first detection within this time (90s, 15m, 2h, 7d, 2w) [default: 7d]"))
                 .arg(v("cpu", "PERCENT", "CPU budget per process [default: 1]"))
                 .arg(v("mib", "MIB", "Memory budget per process [default: 16]"))
-                .arg(v("sample-cost-us", "US", "CPU cost of one sampled allocation and its free [default: 30]"))
+                .arg(v("sample-cost-us", "US", "CPU cost of one sampled allocation and its free [default: 5]"))
                 .arg(Arg::new("format").long("format").value_parser(["text", "json"]).default_value("text"))
                 .arg(Arg::new("apply").long("apply").action(ArgAction::SetTrue).help("Set the recommended runtime knobs on the measured live processes (old -> new, as `ufence set`)"))
         })
