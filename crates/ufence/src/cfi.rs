@@ -11,6 +11,7 @@
 //! Reads only the module's own unwind tables (mapped read-only by the loader), allocates
 //! nothing and takes no lock: it runs on the sampled allocation path and in the fault handler.
 
+use crate::dwarf::{read_sleb, read_uleb};
 use crate::sys;
 
 /// Where the caller's `rbp` is after the frame is unwound.
@@ -80,35 +81,10 @@ impl Cursor {
         self.take().map(u64::from_le_bytes)
     }
     fn uleb(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        let mut shift = 0;
-        loop {
-            let b = self.u8()?;
-            if shift < 64 {
-                v |= ((b & 0x7f) as u64) << shift;
-            }
-            shift += 7;
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
+        read_uleb(|| self.u8())
     }
     fn sleb(&mut self) -> Option<i64> {
-        let mut v = 0i64;
-        let mut shift = 0;
-        loop {
-            let b = self.u8()?;
-            if shift < 64 {
-                v |= ((b & 0x7f) as i64) << shift;
-            }
-            shift += 7;
-            if b & 0x80 == 0 {
-                if shift < 64 && b & 0x40 != 0 {
-                    v |= -1i64 << shift;
-                }
-                return Some(v);
-            }
-        }
+        read_sleb(|| self.u8())
     }
     fn skip(&mut self, n: u64) -> Option<()> {
         let to = self.at.checked_add(usize::try_from(n).ok()?)?;

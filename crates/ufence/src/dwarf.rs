@@ -187,35 +187,10 @@ impl<'a> Reader<'a> {
         Some(v)
     }
     fn uleb(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        let mut shift = 0;
-        loop {
-            let b = self.u8()?;
-            if shift < 64 {
-                v |= ((b & 0x7f) as u64) << shift;
-            }
-            shift += 7;
-            if b & 0x80 == 0 {
-                return Some(v);
-            }
-        }
+        read_uleb(|| self.u8())
     }
     fn sleb(&mut self) -> Option<i64> {
-        let mut v = 0i64;
-        let mut shift = 0;
-        loop {
-            let b = self.u8()?;
-            if shift < 64 {
-                v |= ((b & 0x7f) as i64) << shift;
-            }
-            shift += 7;
-            if b & 0x80 == 0 {
-                if shift < 64 && b & 0x40 != 0 {
-                    v |= -1i64 << shift;
-                }
-                return Some(v);
-            }
-        }
+        read_sleb(|| self.u8())
     }
     fn cstr(&mut self) -> Option<&'a [u8]> {
         let s = cstr_at(self.d, self.at)?;
@@ -587,6 +562,42 @@ fn run_program(d: &[u8], h: &Header, target: u64) -> Option<(u32, u32)> {
         }
     }
     None
+}
+
+/// An unsigned LEB128 number from `byte`, as DWARF encodes them; bits past the 64th are
+/// dropped. Shared by the `.debug_line` reader and the `.eh_frame` reader (`cfi`).
+pub(crate) fn read_uleb(mut byte: impl FnMut() -> Option<u8>) -> Option<u64> {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let b = byte()?;
+        if shift < 64 {
+            v |= ((b & 0x7f) as u64) << shift;
+        }
+        shift += 7;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+}
+
+/// A signed LEB128 number from `byte` (see [`read_uleb`]).
+pub(crate) fn read_sleb(mut byte: impl FnMut() -> Option<u8>) -> Option<i64> {
+    let mut v = 0i64;
+    let mut shift = 0;
+    loop {
+        let b = byte()?;
+        if shift < 64 {
+            v |= ((b & 0x7f) as i64) << shift;
+        }
+        shift += 7;
+        if b & 0x80 == 0 {
+            if shift < 64 && b & 0x40 != 0 {
+                v |= -1i64 << shift;
+            }
+            return Some(v);
+        }
+    }
 }
 
 #[cfg(test)]
