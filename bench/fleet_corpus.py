@@ -18,7 +18,7 @@ import os
 import struct
 import sys
 
-# crates/ufence/src/control.rs, Header: magic u64, version u32, block_len u32, file_len u64,
+# crates/ufence/src/control/control.rs, Header: magic u64, version u32, block_len u32, file_len u64,
 # pid u32 (offset 24), ... proc_start_ticks u64 (after start_mono_ns; found by field order below).
 PID_OFFSET = 24
 

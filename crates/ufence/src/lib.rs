@@ -15,30 +15,67 @@
 //! Options come from `UFENCE_OPTIONS` (see [`options::SPECS`]) over the defaults given in code
 //! with [`Guarded::with_options`].
 
-pub mod control;
+// The detector's parts, one folder each (the module paths stay flat: `crate::sampler`, ...).
+// `detector.rs` ties them together behind the allocation entry points below.
+
+// Sampling: which allocation gets a slot (interval, rate, burst, adaptive interval), covered
+// sites, the `sample_only`/`skip` filters, and the maths the draws need without libm.
+#[path = "sampling/covered.rs"]
+mod covered;
+#[path = "sampling/math.rs"]
+mod math;
+#[path = "sampling/sampler.rs"]
+mod sampler;
+#[path = "sampling/site_filter.rs"]
+mod site_filter;
+
+// The pool and its faults: slots, placement and canary, the fault handler, and the
+// allocation routines an object remembers.
+#[path = "pool/fault.rs"]
+mod fault;
+#[path = "pool/pool.rs"]
+mod pool;
+#[path = "pool/routine.rs"]
+pub mod routine;
+
+// Stack capture: the cached-CFI walk, its rules, and the stored (packed) stacks.
+#[path = "capture/cfi.rs"]
+mod cfi;
+#[doc(hidden)]
+#[path = "capture/stack.rs"]
+pub mod stack;
+#[doc(hidden)]
+#[path = "capture/unwind.rs"]
+pub mod unwind;
+
+// Reports: text and JSON, in-process symbolization (ELF symbols, `.debug_line`), the
+// symbolizer process for inlined functions, allocation-free formatting.
+#[path = "report/dwarf.rs"]
+pub mod dwarf;
+#[path = "report/fmt.rs"]
 pub mod fmt;
-pub mod options;
-pub mod stats;
+#[path = "report/json_report.rs"]
+mod json_report;
+#[path = "report/report.rs"]
+mod report;
+#[path = "report/symbolize.rs"]
 pub mod symbolize;
+#[path = "report/symbolizer_process.rs"]
+mod symbolizer_process;
+
+// Control: options, counters, and the control block other processes read and write.
+#[path = "control/control.rs"]
+pub mod control;
+#[path = "control/options.rs"]
+pub mod options;
+#[path = "control/stats.rs"]
+pub mod stats;
+
+// The platform layer: every system call and libc/loader interface in one place.
+#[path = "platform/sys.rs"]
 pub mod sys;
 
-mod cfi;
-mod covered;
 mod detector;
-pub mod dwarf;
-mod fault;
-mod json_report;
-mod math;
-mod pool;
-mod report;
-pub mod routine;
-mod sampler;
-mod site_filter;
-#[doc(hidden)]
-pub mod stack;
-mod symbolizer_process;
-#[doc(hidden)]
-pub mod unwind;
 
 use core::alloc::{GlobalAlloc, Layout};
 
