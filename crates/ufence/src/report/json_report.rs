@@ -208,6 +208,22 @@ impl Json {
         let _ = write!(Escaping(&mut self.out), "{v}");
         self.out.raw("\"");
     }
+    /// [`Json::bytes`], or null for none (an empty module path or file name means unknown).
+    fn bytes_or_null(&mut self, b: &[u8]) {
+        if b.is_empty() {
+            self.null();
+        } else {
+            self.bytes(b);
+        }
+    }
+    /// A number, or null for 0 (a line number of 0 means unknown).
+    fn num_or_null(&mut self, v: u64) {
+        if v == 0 {
+            self.null();
+        } else {
+            self.num(v);
+        }
+    }
     /// Bytes as a JSON string: UTF-8 as is, invalid sequences as U+FFFD.
     fn bytes(&mut self, b: &[u8]) {
         self.sep();
@@ -438,11 +454,7 @@ fn stack(
         {
             let f = sym.lookup(pc);
             j.key("module");
-            if f.module.is_empty() {
-                j.null();
-            } else {
-                j.bytes(f.module);
-            }
+            j.bytes_or_null(f.module);
             j.key("build_id");
             if f.build_id.is_empty() {
                 j.null();
@@ -507,17 +519,9 @@ fn stack(
                     j.key("function");
                     j.bytes(f.function);
                     j.key("file");
-                    if f.file.is_empty() {
-                        j.null();
-                    } else {
-                        j.bytes(f.file);
-                    }
+                    j.bytes_or_null(f.file);
                     j.key("line");
-                    if f.line == 0 {
-                        j.null();
-                    } else {
-                        j.num(f.line as u64);
-                    }
+                    j.num_or_null(f.line as u64);
                     j.close("}");
                 }
                 j.close("]");
