@@ -109,12 +109,7 @@ fn a_library_loaded_where_another_was_unloaded_gets_its_own_stacks() {
     let src = c_source("unwind/dlswap.c");
     let prog = dir.join("dlswap");
     compile("gcc", &prog, &["-g", "-O1", &src, "-ldl"]);
-    let out = Command::new(&prog)
-        .arg(&dir)
-        .env("LD_PRELOAD", library())
-        .env("UFENCE_OPTIONS", EVERY)
-        .output()
-        .unwrap();
+    let out = run(&prog, dir.to_str().unwrap(), "");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let ctx = format!("{stdout}\n{stderr}");
@@ -146,12 +141,7 @@ fn names_run(mode: &str) -> (String, String) {
         &prog,
         &["-g", "-O1", "-pthread", &c_source("unwind/names.c")],
     );
-    let out = Command::new(&prog)
-        .arg(mode)
-        .env("LD_PRELOAD", library())
-        .env("UFENCE_OPTIONS", EVERY)
-        .output()
-        .unwrap();
+    let out = run(&prog, mode, "");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
